@@ -1,0 +1,58 @@
+"""Argument validation shared by every module.
+
+Each helper raises a one-line :class:`ValueError` that names the argument and
+what would have been valid, so bad input fails before any expensive work.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """Return ``value`` if it is one of ``choices``, else raise ``ValueError``."""
+    choices = list(choices)
+    if value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name}={value!r} is not valid; choose one of: {valid}")
+    return value
+
+
+def check_positive(name: str, value: Any, *, integer: bool = False) -> Any:
+    """Return ``value`` if it is a finite number > 0 (an int if ``integer``)."""
+    kind = "a positive integer" if integer else "a positive finite number"
+    if isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not valid; it must be {kind}")
+    if integer:
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name}={value!r} is not valid; it must be {kind}")
+        return value
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not valid; it must be {kind}") from None
+    if not (v > 0 and v != float("inf")):
+        raise ValueError(f"{name}={value!r} is not valid; it must be {kind}")
+    return value
+
+
+def check_nonnegative(name: str, value: Any) -> Any:
+    """Return ``value`` if it is a finite number >= 0."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not valid; it must be a finite number >= 0") from None
+    if not (v >= 0 and v != float("inf")):
+        raise ValueError(f"{name}={value!r} is not valid; it must be a finite number >= 0")
+    return value
+
+
+def check_in_range(name: str, value: Any, lo: float, hi: float) -> Any:
+    """Return ``value`` if ``lo <= value <= hi``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not valid; it must be a number in [{lo}, {hi}]") from None
+    if not (lo <= v <= hi):
+        raise ValueError(f"{name}={value!r} is not valid; it must be a number in [{lo}, {hi}]")
+    return value

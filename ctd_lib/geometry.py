@@ -1,0 +1,356 @@
+r"""Fisher-Rao geometry of a classifier's conditional distribution.
+
+The statistical manifold here is :math:`\{p_w(y \mid x)\}` with inputs drawn
+from a data distribution :math:`p(x)`. Its metric is the Fisher information
+matrix (FIM), and an infinitesimal step :math:`dw` has squared length
+
+.. math::
+
+    ds^2 = 2\,\mathrm{KL}\big[p_w, p_{w+dw}\big] = dw^\top g(w)\, dw + O(|dw|^3),
+
+Eq. (2) of [Gao & Chaudhari 2021], with
+:math:`g(w) = \mathbb{E}_{x}\,\mathbb{E}_{y \sim p_w(\cdot\mid x)}
+[\nabla_w \log p_w(y\mid x) \nabla_w \log p_w(y\mid x)^\top]` (Eq. 3 and the
+display after it). The length of a trajectory is the integral of
+:math:`|ds|` (Eqs. 4-5), which we accumulate step by step without ever forming
+:math:`g`.
+
+Two conventions appear in the paper and both are kept, by name:
+
+``"manifold"``
+    :math:`\sqrt{\mathbb{E}_x\, 2\mathrm{KL}[p_w(\cdot\mid x), p_{w+dw}(\cdot\mid x)]}`:
+    the Riemannian line element of Eq. (2) for the joint model
+    :math:`p(x) p_w(y\mid x)`; summing it gives the Fisher-Rao length of Eq. (5).
+``"per_sample"``
+    :math:`\mathbb{E}_x \sqrt{2\mathrm{KL}[p_w(\cdot\mid x), p_{w+dw}(\cdot\mid x)]}`:
+    the expectation outside the root, as printed in Eq. (11) and used for the
+    per-pair ground cost of Eq. (12b) and in Theorem 5.
+
+By Jensen's inequality ``per_sample <= manifold`` at every step.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev, vmap
+
+from ._checks import check_choice
+
+CONVENTIONS = ("manifold", "per_sample")
+
+
+def kl_categorical(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    r"""Per-sample :math:`\mathrm{KL}[p \,\|\, q]` between categorical distributions.
+
+    .. math::
+
+        \mathrm{KL}[p \,\|\, q](x) = \sum_y p(y\mid x)\,\big(\log p(y\mid x) - \log q(y\mid x)\big)
+
+    Parameters
+    ----------
+    logits_p, logits_q : (N, C) tensors of unnormalised log-probabilities.
+
+    Returns
+    -------
+    (N,) tensor. Entries can be slightly negative from round-off; callers that
+    take a square root use :func:`length_increment`, which clamps and counts them.
+
+    >>> import torch
+    >>> kl_categorical(torch.zeros(1, 2), torch.zeros(1, 2)).item()
+    0.0
+    >>> round(kl_categorical(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, math.log(3.0)]])).item(), 6)
+    0.143841
+    """
+    if logits_p.shape != logits_q.shape or logits_p.dim() != 2:
+        raise ValueError(
+            f"logits_p and logits_q must be (N, C) tensors of one shape; got "
+            f"{tuple(logits_p.shape)} and {tuple(logits_q.shape)}"
+        )
+    logp = torch.log_softmax(logits_p, dim=1)
+    logq = torch.log_softmax(logits_q, dim=1)
+    return (logp.exp() * (logp - logq)).sum(dim=1)
+
+
+@dataclass(frozen=True)
+class LengthIncrement:
+    """One step's line element under both conventions (see module docstring)."""
+
+    manifold: float
+    per_sample: float
+    n_clamped: int
+    min_raw_kl: float
+
+
+def length_increment(logits_before: torch.Tensor, logits_after: torch.Tensor) -> LengthIncrement:
+    r"""Line element of one step, Eq. (2)/(5) of [Gao & Chaudhari 2021].
+
+    .. math::
+
+        ds_{\mathrm{manifold}} = \sqrt{\tfrac1N \textstyle\sum_n 2\mathrm{KL}_n}, \qquad
+        ds_{\mathrm{per\ sample}} = \tfrac1N \textstyle\sum_n \sqrt{2\mathrm{KL}_n}
+
+    where :math:`\mathrm{KL}_n = \mathrm{KL}[p_w(\cdot\mid x_n), p_{w+dw}(\cdot\mid x_n)]`.
+    Negative KL values (round-off) are clamped to zero and counted in
+    ``n_clamped``; the most negative raw value is kept in ``min_raw_kl``.
+
+    >>> import torch
+    >>> inc = length_increment(torch.zeros(4, 3), torch.zeros(4, 3))
+    >>> (inc.manifold, inc.per_sample, inc.n_clamped)
+    (0.0, 0.0, 0)
+    """
+    kl = kl_categorical(logits_before.detach(), logits_after.detach()).double()
+    neg = kl < 0
+    n_clamped = int(neg.sum())
+    min_raw = float(kl.min()) if kl.numel() else 0.0
+    kl = kl.clamp_min(0.0)
+    two_kl = 2.0 * kl
+    return LengthIncrement(
+        manifold=math.sqrt(float(two_kl.mean())),
+        per_sample=float(two_kl.sqrt().mean()),
+        n_clamped=n_clamped,
+        min_raw_kl=min_raw,
+    )
+
+
+@dataclass
+class LengthMeter:
+    """Streaming accumulator of trajectory length, one :meth:`update` per step.
+
+    Keeps the cumulative Fisher-Rao length under both conventions, the
+    Euclidean length :math:`\\sum |dw|` when the caller passes it, and the
+    count of clamped negative KL values (never hidden).
+    """
+
+    manifold: float = 0.0
+    per_sample: float = 0.0
+    euclidean: float = 0.0
+    steps: int = 0
+    n_clamped: int = 0
+    n_kl_evals: int = 0
+    min_raw_kl: float = 0.0
+    history: dict = field(default_factory=lambda: {"manifold": [], "per_sample": [], "euclidean": []})
+
+    def update(
+        self, logits_before: torch.Tensor, logits_after: torch.Tensor, dw_norm: float | None = None
+    ) -> LengthIncrement:
+        inc = length_increment(logits_before, logits_after)
+        self.manifold += inc.manifold
+        self.per_sample += inc.per_sample
+        if dw_norm is not None:
+            self.euclidean += float(dw_norm)
+        self.steps += 1
+        self.n_clamped += inc.n_clamped
+        self.n_kl_evals += logits_before.shape[0]
+        self.min_raw_kl = min(self.min_raw_kl, inc.min_raw_kl)
+        self.history["manifold"].append(self.manifold)
+        self.history["per_sample"].append(self.per_sample)
+        self.history["euclidean"].append(self.euclidean)
+        return inc
+
+    def result(self) -> TrajectoryLength:
+        return TrajectoryLength(
+            manifold=self.manifold,
+            per_sample=self.per_sample,
+            euclidean=self.euclidean,
+            steps=self.steps,
+            n_clamped=self.n_clamped,
+            n_kl_evals=self.n_kl_evals,
+            min_raw_kl=self.min_raw_kl,
+            cumulative={k: np.asarray(v) for k, v in self.history.items()},
+        )
+
+
+@dataclass(frozen=True)
+class TrajectoryLength:
+    """Length of a weight trajectory.
+
+    Attributes
+    ----------
+    manifold, per_sample : Fisher-Rao length under each convention (module docstring).
+    euclidean : :math:`\\sum_k |w_{k+1} - w_k|_2`, parametrisation-dependent.
+    steps : number of increments summed.
+    n_clamped : negative KL values (round-off) clamped to zero, out of ``n_kl_evals``.
+    min_raw_kl : the most negative raw KL seen (0 if none).
+    cumulative : arrays of running totals after each step, by convention name.
+    """
+
+    manifold: float
+    per_sample: float
+    euclidean: float
+    steps: int
+    n_clamped: int
+    n_kl_evals: int
+    min_raw_kl: float
+    cumulative: dict
+
+    def length(self, convention: str = "manifold") -> float:
+        """The Fisher-Rao length under ``convention`` ("manifold" or "per_sample")."""
+        check_choice("convention", convention, CONVENTIONS)
+        return self.manifold if convention == "manifold" else self.per_sample
+
+
+# ----------------------------------------------------------------------------
+# Flat parameter vectors
+# ----------------------------------------------------------------------------
+
+
+def flat_parameters(model: nn.Module) -> torch.Tensor:
+    """All trainable parameters of ``model`` concatenated into one detached vector (a copy)."""
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad]).clone()
+
+
+def set_flat_parameters(model: nn.Module, vector: torch.Tensor) -> None:
+    """Write a flat vector (as from :func:`flat_parameters`) into ``model`` in place."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    n = sum(p.numel() for p in params)
+    if vector.numel() != n:
+        raise ValueError(f"vector has {vector.numel()} entries; the model has {n} trainable parameters")
+    with torch.no_grad():
+        offset = 0
+        for p in params:
+            p.copy_(vector[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+
+# ----------------------------------------------------------------------------
+# The exact Fisher information matrix of a small network
+# ----------------------------------------------------------------------------
+
+
+def fisher_matrix(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    r"""Exact FIM of :math:`p_w(y\mid x)` with :math:`x` uniform on the rows of ``x``.
+
+    .. math::
+
+        g(w) = \frac1N \sum_{n=1}^N \sum_{c=1}^C p_w(c\mid x_n)\,
+               \nabla_w \log p_w(c\mid x_n)\, \nabla_w \log p_w(c\mid x_n)^\top
+
+    (Eq. 3 of [Gao & Chaudhari 2021] for the factorisation
+    :math:`p(x)p_w(y\mid x)`), with the expectation over :math:`y` summed
+    exactly rather than sampled. Per-sample gradients come from
+    ``torch.func.vmap(jacrev(...))``; the model must be in a mode without
+    batch coupling (``eval()`` for batch norm).
+
+    Parameters
+    ----------
+    model : a network whose trainable parameters define :math:`w` (P of them).
+    x : (N, ...) inputs.
+
+    Returns
+    -------
+    (P, P) symmetric positive semi-definite tensor, in the parameters' dtype.
+    Memory is O(N C P + P^2): meant for networks of a few thousand parameters.
+    """
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+
+    def log_probs(p, xi):
+        out = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
+        return torch.log_softmax(out, dim=1).squeeze(0)
+
+    jac = vmap(jacrev(log_probs), in_dims=(None, 0))(params, x)  # dict name -> (N, C, *shape)
+    J = torch.cat([jac[n].reshape(x.shape[0], jac[n].shape[1], -1) for n in names], dim=2)  # (N, C, P)
+    with torch.no_grad():
+        probs = torch.softmax(model(x), dim=1)  # (N, C)
+    weighted = J * probs.sqrt().unsqueeze(2)
+    Jw = weighted.reshape(-1, J.shape[2])
+    return Jw.T @ Jw / x.shape[0]
+
+
+@dataclass(frozen=True)
+class FimKlCheck:
+    """2 KL against the FIM quadratic form for steps ``t * direction``.
+
+    ``ratio[i] = 2 E_x KL[p_w, p_{w + t_i d}] / (t_i^2 d^T g(w) d)``; it tends to 1
+    as ``t -> 0`` (Eq. 2), until round-off takes over.
+    """
+
+    step_sizes: np.ndarray
+    two_kl: np.ndarray
+    quadratic: np.ndarray
+    ratio: np.ndarray
+
+
+def fim_kl_check(
+    model: nn.Module, x: torch.Tensor, direction: torch.Tensor, step_sizes: Sequence[float], fim: torch.Tensor | None = None
+) -> FimKlCheck:
+    r"""Compare :math:`2\,\mathbb{E}_x \mathrm{KL}` with :math:`dw^\top g\, dw` along a direction (Eq. 2).
+
+    Parameters
+    ----------
+    model : the network at :math:`w` (left unchanged on return), in ``eval()`` mode.
+    x : (N, ...) inputs defining :math:`\mathbb{E}_x`.
+    direction : (P,) flat direction :math:`d`, in the layout of :func:`flat_parameters`.
+    step_sizes : the :math:`t` values; :math:`dw = t d`.
+    fim : the (P, P) FIM if already computed (else :func:`fisher_matrix`).
+    """
+    w0 = flat_parameters(model)
+    if direction.shape != w0.shape:
+        raise ValueError(f"direction must have shape {tuple(w0.shape)}; got {tuple(direction.shape)}")
+    steps = np.asarray(list(step_sizes), dtype=float)
+    if steps.size == 0 or not np.all(steps > 0):
+        raise ValueError(f"step_sizes must be a non-empty list of positive numbers; got {list(step_sizes)}")
+    g = fisher_matrix(model, x) if fim is None else fim
+    direction = direction.to(w0.dtype)
+    dgd = float(direction @ g @ direction)
+    with torch.no_grad():
+        base = model(x)
+    two_kl, quad = [], []
+    try:
+        for t in steps:
+            set_flat_parameters(model, w0 + float(t) * direction)
+            with torch.no_grad():
+                moved = model(x)
+            two_kl.append(2.0 * float(kl_categorical(base, moved).mean()))
+            quad.append(float(t) ** 2 * dgd)
+    finally:
+        set_flat_parameters(model, w0)
+    two_kl_a, quad_a = np.asarray(two_kl), np.asarray(quad)
+    return FimKlCheck(steps, two_kl_a, quad_a, two_kl_a / quad_a)
+
+
+# ----------------------------------------------------------------------------
+# Length of a polyline of checkpoints
+# ----------------------------------------------------------------------------
+
+
+def path_length(model: nn.Module, checkpoints: Sequence[torch.Tensor], x: torch.Tensor) -> TrajectoryLength:
+    r"""Fisher-Rao and Euclidean length of the polyline through ``checkpoints``.
+
+    .. math::
+
+        L = \sum_k \sqrt{2\,\mathbb{E}_x \mathrm{KL}[p_{w_k}(\cdot\mid x), p_{w_{k+1}}(\cdot\mid x)]}
+
+    on the fixed inputs ``x`` (and the ``per_sample`` convention beside it), Eq. (5)
+    of [Gao & Chaudhari 2021] discretised at the checkpoints. The model is
+    evaluated in its current mode (use ``eval()``) and restored afterwards.
+
+    Parameters
+    ----------
+    model : network whose flat parameter layout matches the checkpoints.
+    checkpoints : sequence of (P,) flat vectors, at least two.
+    x : (N, ...) evaluation inputs.
+    """
+    if len(checkpoints) < 2:
+        raise ValueError(f"checkpoints must hold at least 2 weight vectors; got {len(checkpoints)}")
+    w_orig = flat_parameters(model)
+    meter = LengthMeter()
+    try:
+        set_flat_parameters(model, checkpoints[0])
+        with torch.no_grad():
+            prev = model(x)
+        for a, b in zip(checkpoints[:-1], checkpoints[1:]):
+            set_flat_parameters(model, b)
+            with torch.no_grad():
+                cur = model(x)
+            meter.update(prev, cur, dw_norm=float((b - a).norm()))
+            prev = cur
+    finally:
+        set_flat_parameters(model, w_orig)
+    return meter.result()
