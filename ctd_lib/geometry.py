@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -103,12 +103,14 @@ def length_increment(logits_before: torch.Tensor, logits_after: torch.Tensor) ->
     >>> (inc.manifold, inc.per_sample, inc.n_clamped)
     (0.0, 0.0, 0)
     """
-    kl = kl_categorical(logits_before.detach(), logits_after.detach()).double()
+    return _increment_from_kl(kl_categorical(logits_before.detach().double(), logits_after.detach().double()))
+
+
+def _increment_from_kl(kl: torch.Tensor) -> LengthIncrement:
     neg = kl < 0
     n_clamped = int(neg.sum())
-    min_raw = float(kl.min()) if kl.numel() else 0.0
-    kl = kl.clamp_min(0.0)
-    two_kl = 2.0 * kl
+    min_raw = min(0.0, float(kl.min())) if kl.numel() else 0.0
+    two_kl = 2.0 * kl.clamp_min(0.0)
     return LengthIncrement(
         manifold=math.sqrt(float(two_kl.mean())),
         per_sample=float(two_kl.sqrt().mean()),
@@ -117,51 +119,80 @@ def length_increment(logits_before: torch.Tensor, logits_after: torch.Tensor) ->
     )
 
 
-@dataclass
 class LengthMeter:
     """Streaming accumulator of trajectory length, one :meth:`update` per step.
 
-    Keeps the cumulative Fisher-Rao length under both conventions, the
-    Euclidean length :math:`\\sum |dw|` when the caller passes it, and the
-    count of clamped negative KL values (never hidden).
+    The hot path only keeps references to the two logit tensors of each step
+    (and :math:`|dw|` when given); every ``flush_every`` steps they are reduced
+    together, in float64, to the per-step line elements (Eq. 2) under both
+    conventions. :meth:`result` gives the Fisher-Rao length, the Euclidean length
+    :math:`\\sum |dw|`, running totals, and the count of negative KL values
+    clamped to zero (never hidden). Upcasting the logits to float64 before the
+    softmax removes most negative values: the KL of two exactly normalised
+    distributions is non-negative, and only float64 round-off remains.
     """
 
-    manifold: float = 0.0
-    per_sample: float = 0.0
-    euclidean: float = 0.0
-    steps: int = 0
-    n_clamped: int = 0
-    n_kl_evals: int = 0
-    min_raw_kl: float = 0.0
-    history: dict = field(default_factory=lambda: {"manifold": [], "per_sample": [], "euclidean": []})
+    def __init__(self, flush_every: int = 128) -> None:
+        self.flush_every = flush_every
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._dw: list[torch.Tensor] = []
+        self._man: list[np.ndarray] = []
+        self._per: list[np.ndarray] = []
+        self._n_clamped = 0
+        self._n_evals = 0
+        self._min_raw = 0.0
+        self._steps = 0
 
-    def update(
-        self, logits_before: torch.Tensor, logits_after: torch.Tensor, dw_norm: float | None = None
-    ) -> LengthIncrement:
-        inc = length_increment(logits_before, logits_after)
-        self.manifold += inc.manifold
-        self.per_sample += inc.per_sample
+    @property
+    def steps(self) -> int:
+        return self._steps
+
+    def update(self, logits_before: torch.Tensor, logits_after: torch.Tensor, dw_norm=None) -> None:
+        """Record one step: logits of :math:`p_w` and :math:`p_{w+dw}` on the same inputs, optionally :math:`|dw|`."""
+        self._pending.append((logits_before.detach(), logits_after.detach()))
+        self._steps += 1
         if dw_norm is not None:
-            self.euclidean += float(dw_norm)
-        self.steps += 1
-        self.n_clamped += inc.n_clamped
-        self.n_kl_evals += logits_before.shape[0]
-        self.min_raw_kl = min(self.min_raw_kl, inc.min_raw_kl)
-        self.history["manifold"].append(self.manifold)
-        self.history["per_sample"].append(self.per_sample)
-        self.history["euclidean"].append(self.euclidean)
-        return inc
+            self._dw.append(torch.as_tensor(dw_norm, dtype=torch.float64))
+        if len(self._pending) >= self.flush_every:
+            self._flush()
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        i = 0
+        while i < len(pending):  # runs of equal shape are reduced in one batched call
+            j = i
+            while j < len(pending) and pending[j][0].shape == pending[i][0].shape:
+                j += 1
+            a = torch.stack([p[0] for p in pending[i:j]]).double()
+            b = torch.stack([p[1] for p in pending[i:j]]).double()
+            k, n, c = a.shape
+            kl = kl_categorical(a.reshape(k * n, c), b.reshape(k * n, c)).reshape(k, n)
+            self._n_clamped += int((kl < 0).sum())
+            self._n_evals += kl.numel()
+            self._min_raw = min(self._min_raw, float(kl.min()))
+            two_kl = 2.0 * kl.clamp_min(0.0)
+            self._man.append(two_kl.mean(dim=1).sqrt().numpy())
+            self._per.append(two_kl.sqrt().mean(dim=1).numpy())
+            i = j
 
     def result(self) -> TrajectoryLength:
+        self._flush()
+        if self._dw and len(self._dw) != self._steps:
+            raise RuntimeError("dw_norm was given for some steps and not others")
+        man = np.concatenate(self._man) if self._man else np.zeros(0)
+        per = np.concatenate(self._per) if self._per else np.zeros(0)
+        dw = torch.stack(self._dw).numpy() if self._dw else np.zeros(len(man))
+        cum = {"manifold": np.cumsum(man), "per_sample": np.cumsum(per), "euclidean": np.cumsum(dw)}
+        last = lambda a: float(a[-1]) if len(a) else 0.0  # noqa: E731
         return TrajectoryLength(
-            manifold=self.manifold,
-            per_sample=self.per_sample,
-            euclidean=self.euclidean,
-            steps=self.steps,
-            n_clamped=self.n_clamped,
-            n_kl_evals=self.n_kl_evals,
-            min_raw_kl=self.min_raw_kl,
-            cumulative={k: np.asarray(v) for k, v in self.history.items()},
+            manifold=last(cum["manifold"]),
+            per_sample=last(cum["per_sample"]),
+            euclidean=last(cum["euclidean"]),
+            steps=len(man),
+            n_clamped=self._n_clamped,
+            n_kl_evals=self._n_evals,
+            min_raw_kl=self._min_raw,
+            cumulative=cum,
         )
 
 

@@ -102,18 +102,18 @@ def full_batch_sampler(x: torch.Tensor, y: torch.Tensor) -> Sampler:
 
 
 @contextlib.contextmanager
-def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
+def frozen_batchnorm_stats(model: nn.Module, bn_modules: list | None = None) -> Iterator[None]:
     """Forward passes inside leave batch-norm running statistics untouched.
 
     The measuring forward runs in the same mode as the training forward (so
     both evaluate the same function :math:`p_w(\\cdot\\mid x)` on the batch), but
     must not update the running mean and variance a second time.
+    ``bn_modules`` (from :func:`batchnorm_modules`) saves the module walk in a hot loop.
     """
-    saved = []
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            saved.append((m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None))
-            m.momentum = 0.0
+    mods = batchnorm_modules(model) if bn_modules is None else bn_modules
+    saved = [(m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in mods]
+    for m in mods:
+        m.momentum = 0.0
     try:
         yield
     finally:
@@ -123,16 +123,25 @@ def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
                 m.num_batches_tracked.copy_(nbt)
 
 
+def batchnorm_modules(model: nn.Module) -> list:
+    """The batch-norm layers of ``model`` that track running statistics."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
 def train_sgd(
     model: nn.Module,
     sampler: Sampler,
     config: SGDConfig,
     *,
     track_length: bool = True,
+    track_euclidean: bool = True,
     desc: str | None = None,
     show_progress: bool | None = None,
 ) -> TrainResult:
     r"""Run ``config.steps`` SGD updates, measuring the Fisher-Rao length if asked.
+
+    ``wall_time`` covers the loop and the reduction of the per-step KL values to
+    lengths (:meth:`~ctd_lib.geometry.LengthMeter.result`).
 
     Each step: forward on a mini-batch :math:`x_B` (train mode), backward,
     update, then with ``track_length`` one no-grad forward on the same
@@ -147,13 +156,15 @@ def train_sgd(
     sampler : ``sampler(generator) -> (x, y)``, called once per step.
     config : :class:`SGDConfig`.
     track_length : False gives plain SGD (the benchmark's baseline).
+    track_euclidean : also accumulate :math:`|dw|` (a copy of the weights per step).
     show_progress : tqdm bar; None shows it only on a terminal.
     """
     gen = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    params = [p for p in model.parameters() if p.requires_grad]
+    trainable = [p for p in model.parameters() if p.requires_grad]
     meter = LengthMeter() if track_length else None
-    losses = np.empty(config.steps)
+    bns = batchnorm_modules(model)
+    losses = torch.empty(config.steps)
     checkpoints = [flat_parameters(model)] if config.checkpoint_every else []
     model.train()
     start = time.perf_counter()
@@ -163,19 +174,42 @@ def train_sgd(
         loss = cross_entropy(logits, yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if meter is not None:
-            before = [p.detach().clone() for p in params]
+        dw = None
+        if meter is not None and track_euclidean and config.momentum == 0:
+            dw = _sgd_step_norm(trainable, config)  # before the step: it reads w
         opt.step()
-        losses[step] = float(loss.detach())
+        losses[step] = loss.detach()
         if meter is not None:
-            with torch.no_grad(), frozen_batchnorm_stats(model):
+            if track_euclidean and config.momentum > 0:
+                dw = config.lr * _norm([opt.state[p]["momentum_buffer"] for p in trainable])
+            with torch.no_grad(), frozen_batchnorm_stats(model, bns):
                 after_logits = model(xb)
-                dw2 = sum(float((p.detach() - b).pow(2).sum()) for p, b in zip(params, before))
-            meter.update(logits.detach(), after_logits, dw_norm=dw2**0.5)
+            meter.update(logits, after_logits, dw_norm=dw)
         if config.checkpoint_every and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
             checkpoints.append(flat_parameters(model))
+    length = meter.result() if meter else None
     wall = time.perf_counter() - start
-    return TrainResult(losses=losses, length=meter.result() if meter else None, checkpoints=checkpoints, wall_time=wall)
+    return TrainResult(losses=losses.numpy(), length=length, checkpoints=checkpoints, wall_time=wall)
+
+
+def _norm(tensors: list) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
+@torch.no_grad()
+def _sgd_step_norm(params: list, config: SGDConfig) -> torch.Tensor:
+    """|dw| of the coming step of ``torch.optim.SGD`` without momentum.
+
+    That optimiser moves :math:`w` by :math:`-\\mathrm{lr}\\,(\\nabla\\ell + \\lambda w)`;
+    with momentum it moves by :math:`-\\mathrm{lr}\\, b` with :math:`b` its momentum
+    buffer after the step (read in :func:`train_sgd`). Reading the step off the
+    gradient avoids a copy of the weights at every step; the test suite checks
+    it against the difference of consecutive weights.
+    """
+    grads = [p.grad for p in params]
+    if config.weight_decay:
+        grads = torch._foreach_add(grads, [p.detach() for p in params], alpha=config.weight_decay)
+    return config.lr * _norm(grads)
 
 
 @dataclass(frozen=True)
@@ -192,13 +226,15 @@ class OverheadMeasurement:
 
 
 def measure_length_overhead(
-    model_fn: Callable[[], nn.Module], sampler: Sampler, config: SGDConfig, *, repeats: int = 3
+    model_fn: Callable[[], nn.Module], sampler: Sampler, config: SGDConfig, *, repeats: int = 3,
+    track_euclidean: bool = False,
 ) -> OverheadMeasurement:
     """Time :func:`train_sgd` with and without ``track_length``, alternating, ``repeats`` times.
 
     Each repeat builds a fresh model from ``model_fn`` for both runs, runs a
     short warm-up, then plain and tracked in alternating order so that drift of
-    the machine's speed falls on both.
+    the machine's speed falls on both. ``track_euclidean`` adds the
+    :math:`|dw|` bookkeeping to the tracked runs.
     """
     check_positive("repeats", repeats, integer=True)
     warm = SGDConfig(steps=min(5, config.steps), lr=config.lr, seed=config.seed)
@@ -207,7 +243,8 @@ def measure_length_overhead(
     for r in range(repeats):
         order = (False, True) if r % 2 == 0 else (True, False)
         for track in order:
-            res = train_sgd(model_fn(), sampler, config, track_length=track, show_progress=False)
+            res = train_sgd(model_fn(), sampler, config, track_length=track, track_euclidean=track_euclidean,
+                            show_progress=False)
             (tracked if track else plain).append(res.wall_time)
     p, t = np.asarray(plain), np.asarray(tracked)
     return OverheadMeasurement(ratios=t / p, plain_seconds=p, tracked_seconds=t)

@@ -124,3 +124,29 @@ def test_overhead_measurement_returns_paired_ratios():
     assert meas.ratios.shape == (2,)
     assert np.all(meas.ratios > 0)
     np.testing.assert_allclose(meas.ratios, meas.tracked_seconds / meas.plain_seconds)
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.0, 0.01), (0.9, 0.0), (0.9, 5e-4)])
+def test_euclidean_step_length_matches_weight_differences(momentum, weight_decay):
+    """|dw| read off the gradient (or momentum buffer) equals |w_{k+1} - w_k| of the iterates."""
+    x, y = toy(n=60)
+    x = x.double()
+    cfg = SGDConfig(steps=15, lr=0.1, momentum=momentum, weight_decay=weight_decay, checkpoint_every=1)
+    res = train_sgd(mlp().double(), full_batch_sampler(x, y), cfg)
+    diffs = [float((b - a).norm()) for a, b in zip(res.checkpoints[:-1], res.checkpoints[1:])]
+    np.testing.assert_allclose(np.diff(np.r_[0.0, res.length.cumulative["euclidean"]]), diffs, rtol=1e-9)
+
+
+def test_meter_flushes_in_chunks_and_mixed_batch_sizes():
+    from ctd_lib.geometry import LengthMeter, length_increment
+
+    g = torch.Generator().manual_seed(0)
+    pairs = [(torch.randn(n, 5, generator=g), torch.randn(n, 5, generator=g)) for n in [8] * 7 + [3] * 4 + [8]]
+    meter = LengthMeter(flush_every=5)
+    for a, b in pairs:
+        meter.update(a, b)
+    res = meter.result()
+    ref = [length_increment(a, b) for a, b in pairs]
+    np.testing.assert_allclose(np.diff(np.r_[0.0, res.cumulative["manifold"]]), [r.manifold for r in ref], rtol=1e-12)
+    np.testing.assert_allclose(np.diff(np.r_[0.0, res.cumulative["per_sample"]]), [r.per_sample for r in ref], rtol=1e-12)
+    assert res.steps == len(pairs) and res.n_kl_evals == 8 * 8 + 3 * 4
