@@ -204,12 +204,19 @@ def collect_results(results_dir: str | os.PathLike, scales: Sequence[str] = ("cp
     return out
 
 
+def _md_cell(text: str) -> str:
+    """Escape what would break a markdown table cell or turn into emphasis."""
+    for ch in ("\\", "|", "_", "*", "`"):
+        text = text.replace(ch, "\\" + ch)
+    return text.replace("\n", " ")
+
+
 def _verdict(payload: dict | None, claim_id: str) -> str:
     if payload is None:
         return "not run"
     for c in payload["claims"]:
         if c["id"] == claim_id:
-            return ("holds" if c["holds"] else "**fails**") + f": {c['evidence']}"
+            return ("holds" if c["holds"] else "FAILS") + f": {c['evidence']}"
     return "not checked"
 
 
@@ -226,8 +233,9 @@ def scorecard_markdown(results_dir: str | os.PathLike, scales: Sequence[str] = (
             for c in per_scale.get(s, {}).get("claims", []):
                 claims.setdefault(c["id"], c)
         for cid, c in claims.items():
-            cells = [_verdict(per_scale.get(s), cid).replace("|", "\\|") for s in scales]
-            lines.append(f"| {notebook} | {c['statement']} | {c['source']} | " + " | ".join(cells) + " |")
+            cells = [_md_cell(_verdict(per_scale.get(s), cid)) for s in scales]
+            lines.append(f"| {_md_cell(notebook)} | {_md_cell(c['statement'])} | {_md_cell(c['source'])} | "
+                         + " | ".join(cells) + " |")
     if not found:
         lines.append("| (none) | no results files found | | " + " | ".join("" for _ in scales) + " |")
     text = "\n".join(lines)

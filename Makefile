@@ -1,0 +1,47 @@
+# ctd-book: two commands do everything.
+#   make book   virtual environment, data, every notebook at the CPU scale, strict HTML build
+#   make test   unit/property tests, notebooks at the smallest scale, strict book build, browser check
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.ctd-installed
+
+.PHONY: book test setup data notebooks html browser clean
+
+book: setup data notebooks html
+
+test: setup data browser
+	$(BIN)/python -m pytest
+
+setup: $(STAMP)
+
+# Re-install when the dependency list changes; the stamp records a completed install.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed; set PYTHON=python3.11"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[book,test]"
+	touch $@
+
+data: setup
+	$(BIN)/python -c "from ctd_lib.data import fetch_mnist10k; print('mnist10k:', fetch_mnist10k())"
+
+notebooks: setup
+	$(BIN)/python scripts/run_notebooks.py --scale cpu
+
+html: setup
+	$(BIN)/jupyter-book build --all -W -n --keep-going .
+	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
+
+# The browser check needs Debian's chromium; install it where we may (root), else say how.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
+	  else \
+	    echo "The browser check needs chromium on PATH: sudo apt-get install chromium (Debian/Ubuntu)"; exit 1; \
+	  fi; }
+	@chromium --version
+
+clean:
+	rm -rf _build notebooks/*.ipynb results/cpu results/smoke test-artifacts

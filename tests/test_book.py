@@ -1,0 +1,164 @@
+"""End to end: every notebook executed by papermill at the smoke scale, the strict book
+build, and a real browser (headless Chromium) reading the built pages offline.
+
+Everything is written under a temporary folder: the book's own results and build are
+never touched. The screenshot is kept in ``test-artifacts/``.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from ctd_lib.results import read_results
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHAPTERS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.py") if p.stem != "scorecard")
+REQUIRED_METRICS = {
+    "01_fisher_rao_length": {"fim_kl_ratio", "reparam_invariance_rel_err", "reparam_euclidean_rel_change",
+                             "length_overhead_ratio", "negative_kl_clamped"},
+}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def book(tmp_path_factory):
+    """A copy of the book's sources, executed at the smoke scale and built strictly."""
+    src = tmp_path_factory.mktemp("book")
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "book", src / "book")
+    (src / "notebooks").mkdir()
+    for py in (ROOT / "notebooks").glob("*.py"):
+        shutil.copy(py, src / "notebooks" / py.name)
+    results = src / "results"
+    if (ROOT / "results" / "paper").exists():
+        shutil.copytree(ROOT / "results" / "paper", results / "paper")
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "run_notebooks.py"), "--scale", "smoke",
+         "--src", str(src / "notebooks"), "--results-dir", str(results)],
+        capture_output=True, text=True, timeout=1800,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
+    build = subprocess.run(
+        [str(Path(sys.executable).parent / "jupyter-book"), "build", "--all", "-W", "-n", "--keep-going", str(src)],
+        capture_output=True, text=True, timeout=1200,
+    )
+    return {"src": src, "results": results, "build": build, "html": src / "_build" / "html"}
+
+
+def test_every_notebook_writes_verified_results(book):
+    for name in CHAPTERS:
+        payload = read_results(book["results"] / "smoke" / f"{name}.json")
+        prov = payload["provenance"]
+        assert prov["parameters"]["scale"] == "smoke"
+        assert prov["wall_time_s"] > 0 and prov["git_commit"]
+        missing = REQUIRED_METRICS.get(name, set()) - payload["metrics"].keys()
+        assert not missing, f"{name} lacks metrics {missing}"
+        assert payload["claims"], f"{name} checks no claim"
+        for claim in payload["claims"]:
+            assert isinstance(claim["holds"], bool) and claim["evidence"]
+
+
+def test_book_builds_strictly(book):
+    b = book["build"]
+    assert b.returncode == 0, b.stdout[-4000:] + b.stderr[-4000:]
+    assert "WARNING" not in b.stderr + b.stdout
+    for name in CHAPTERS + ["scorecard"]:
+        assert (book["html"] / "notebooks" / f"{name}.html").exists()
+
+
+def test_chapter_pages_have_figures_and_no_external_scripts(book):
+    for name in CHAPTERS:
+        html = (book["html"] / "notebooks" / f"{name}.html").read_text()
+        images = re.findall(r'<img[^>]+src="([^"]+)"', html)
+        assert images, f"{name} shows no figure"
+        for src in images:
+            assert (book["html"] / "notebooks" / src).resolve().exists(), src
+        external = re.findall(r'<script[^>]+src="(https?://[^"]+)"', html)
+        assert not external, f"{name} loads scripts from the network: {external}"
+        assert "Traceback" not in html
+
+
+def test_scorecard_page_lists_the_chapters_claims(book):
+    text = re.sub(r"<[^>]+>", " ", (book["html"] / "notebooks" / "scorecard.html").read_text())
+    for name in CHAPTERS:
+        payload = read_results(book["results"] / "smoke" / f"{name}.json")
+        for claim in payload["claims"]:
+            assert claim["source"] in text
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("model_b", "resnet-9000"), ("source_task", "mnist10k-0-5"), ("lr", -0.1), ("transfer_steps", 0)],
+)
+def test_bad_notebook_parameter_fails_early_with_its_name(tmp_path, name, value):
+    import jupytext
+    import papermill
+
+    nb = tmp_path / "ch1.ipynb"
+    jupytext.write(jupytext.read(ROOT / "notebooks" / "01_fisher_rao_length.py"), nb)
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(str(nb), str(nb), parameters={name: value, "results_dir": str(tmp_path)},
+                                   kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    assert err.value.ename == "ValueError" and name in err.value.evalue
+    assert not list(tmp_path.rglob("*.json")), "nothing may be written for a bad parameter"
+
+
+class _LoggingHandler(http.server.SimpleHTTPRequestHandler):
+    log: list = []
+
+    def log_message(self, fmt, *args):  # record (path, status) instead of printing
+        if len(args) >= 2:
+            _LoggingHandler.log.append((self.path, str(args[1])))
+
+
+def test_real_browser_renders_math_and_figures_offline(book):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is not installed: run `make browser` (apt-get install chromium)"
+    _LoggingHandler.log = []
+    handler = functools.partial(_LoggingHandler, directory=str(book["html"]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/notebooks/{CHAPTERS[0]}.html"
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        # every host but the local server resolves to nothing: the page must work offline
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    ]
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory() as profile:
+            dom = subprocess.run(
+                [chromium, *flags, f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom", url],
+                capture_output=True, text=True, timeout=180,
+            ).stdout
+        with tempfile.TemporaryDirectory() as profile:
+            shot = ARTIFACTS / f"{CHAPTERS[0]}.png"
+            shot.unlink(missing_ok=True)
+            subprocess.run(
+                [chromium, *flags, f"--user-data-dir={profile}", "--virtual-time-budget=15000",
+                 "--window-size=1280,1600", f"--screenshot={shot}", url],
+                capture_output=True, text=True, timeout=180,
+            )
+    finally:
+        server.shutdown()
+    assert "<mjx-container" in dom, "MathJax did not typeset the chapter's equations"
+    requested = dict(_LoggingHandler.log)
+    mathjax = [p for p in requested if "mathjax" in p.lower()]
+    assert mathjax and all(requested[p] == "200" for p in mathjax), f"MathJax not served locally: {mathjax}"
+    figures = [p for p in requested if p.startswith("/_images/")]
+    assert figures and all(requested[p] == "200" for p in figures), f"figures not loaded: {figures}"
+    assert shot.exists() and shot.stat().st_size > 20_000, "no usable screenshot"
