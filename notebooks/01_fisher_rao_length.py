@@ -21,22 +21,24 @@
 # its weights by $dw$, the distance travelled on that manifold is measured by the
 # Kullback-Leibler divergence between the conditional distributions before and after:
 #
-# ```{math}
-# :label: eq-ds2
-# ds^2 = 2\,\mathrm{KL}\big[p_w, p_{w+dw}\big] = \sum_{i,j=1}^p g_{ij}(w)\, dw_i\, dw_j ,
-# \qquad
-# g(w) = \mathbb{E}_{x}\,\mathbb{E}_{y \sim p_w(\cdot \mid x)}\big[\nabla_w \log p_w(y\mid x)\, \nabla_w \log p_w(y\mid x)^\top\big],
-# ```
+# $$
+# ds^2 = 2\,\mathrm{KL}\big[p_w, p_{w+dw}\big] = \sum_{i,j=1}^p g_{ij}(w)\, dw_i\, dw_j , \tag{2}
+# $$
 #
-# Eqs. (2)-(3) of the paper, with $g$ the Fisher information matrix (FIM). The length of a
+# $$
+# g(w) = \mathbb{E}_{x}\,\mathbb{E}_{y \sim p_w(\cdot \mid x)}\big[\nabla_w \log p_w(y\mid x)\,
+#        \nabla_w \log p_w(y\mid x)^\top\big], \tag{3}
+# $$
+#
+# the paper's Eqs. (2)-(3), with $g$ the Fisher information matrix (FIM). The length of a
 # weight trajectory is the integral of $|ds|$ along it,
 #
-# ```{math}
-# :label: eq-length
-# L = \int_0^1 \sqrt{2\,\mathrm{KL}\big[p_{w(\tau)}(\cdot\mid x),\, p_{w(\tau + d\tau)}(\cdot\mid x)\big]},
-# ```
+# $$
+# L = \int_0^1 \sqrt{2\,\mathrm{KL}\big[p_{w(\tau)}(\cdot\mid x),\, p_{w(\tau + d\tau)}(\cdot\mid x)\big]}, \tag{5}
+# $$
 #
-# Eq. (5), which `ctd_lib` accumulates step by step during SGD with one extra forward pass
+# the paper's Eq. (5) for one given trajectory (Eq. 5 also minimises over trajectories), which
+# `ctd_lib` accumulates step by step during SGD with one extra forward pass
 # and never forms $g$. Where the expectation over $x$ sits is not fixed by the paper:
 # Eq. (2) is the line element of the joint model, $\sqrt{\mathbb{E}_x 2\mathrm{KL}}$ (we call it
 # the **manifold** convention), while Eq. (11) and the ground cost of Eq. (12b) put the
@@ -44,7 +46,7 @@
 # convention). Both are computed at every step; by Jensen's inequality the per-sample
 # length is never larger.
 #
-# This chapter checks four things with numbers: that {eq}`eq-ds2` holds for small steps, that
+# This chapter checks four things with numbers: that Eq. (2) holds for small steps, that
 # the length is invariant under reparametrisations that leave $p_w(y\mid x)$ unchanged (while
 # the Euclidean length $\sum |dw|$ is not), that refining the time step converges, and what the
 # lengths of one transfer look like for two architectures. Change any value in the next cell
@@ -121,7 +123,7 @@ print(f"source {cfg.source_task}: {len(data.source.y)} images; target {cfg.targe
 #
 # For a small network the FIM can be computed exactly: per-sample gradients of
 # $\log p_w(c\mid x)$ for every class $c$ (with `torch.func`), weighted by $p_w(c\mid x)$, as in
-# {eq}`eq-ds2`. The network here sees the digits average-pooled to 7x7 and has one hidden layer
+# Eq. (3). The network here sees the digits average-pooled to 7x7 and has one hidden layer
 # of `fim_hidden` units, so $g$ is a dense matrix of about a thousand rows. For each trial the
 # network is trained briefly on the source task, and $dw$ is the direction of an SGD step
 # scaled to lengths from $10^{-6}$ to 1. We plot
