@@ -27,6 +27,8 @@ CHAPTERS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.py") if p.stem !=
 REQUIRED_METRICS = {
     "01_fisher_rao_length": {"fim_kl_ratio", "reparam_invariance_rel_err", "reparam_euclidean_rel_change",
                              "length_overhead_ratio", "negative_kl_clamped"},
+    "02_optimal_transport": {"constant_speed_max_dev", "bures_rel_err", "block_vs_full_cost_ratio",
+                             "batched_block_speedup"},
 }
 
 pytestmark = pytest.mark.slow
@@ -100,15 +102,23 @@ def test_scorecard_page_lists_the_chapters_claims(book):
 
 
 @pytest.mark.parametrize(
-    "name, value",
-    [("model_b", "resnet-9000"), ("source_task", "mnist10k-0-5"), ("lr", -0.1), ("transfer_steps", 0)],
+    "notebook, name, value",
+    [
+        ("01_fisher_rao_length", "model_b", "resnet-9000"),
+        ("01_fisher_rao_length", "source_task", "mnist10k-0-5"),
+        ("01_fisher_rao_length", "lr", -0.1),
+        ("01_fisher_rao_length", "transfer_steps", 0),
+        ("02_optimal_transport", "taus", [0.0, 1.5]),
+        ("02_optimal_transport", "block_size", 0),
+        ("02_optimal_transport", "target_task", "cifar10-everything"),
+    ],
 )
-def test_bad_notebook_parameter_fails_early_with_its_name(tmp_path, name, value):
+def test_bad_notebook_parameter_fails_early_with_its_name(tmp_path, notebook, name, value):
     import jupytext
     import papermill
 
-    nb = tmp_path / "ch1.ipynb"
-    jupytext.write(jupytext.read(ROOT / "notebooks" / "01_fisher_rao_length.py"), nb)
+    nb = tmp_path / f"{notebook}.ipynb"
+    jupytext.write(jupytext.read(ROOT / "notebooks" / f"{notebook}.py"), nb)
     with pytest.raises(papermill.PapermillExecutionError) as err:
         papermill.execute_notebook(str(nb), str(nb), parameters={name: value, "results_dir": str(tmp_path)},
                                    kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
