@@ -148,7 +148,11 @@ def train_sgd(
     :math:`x_B` and the line element
     :math:`\sqrt{\tfrac{1}{|B|}\sum_{x\in B} 2\mathrm{KL}[p_w(\cdot\mid x), p_{w+dw}(\cdot\mid x)]}`
     (Eq. 2 and 5 of [Gao & Chaudhari 2021]) plus the per-sample convention and
-    :math:`|dw|`. Labels may be hard or soft (interpolated tasks).
+    :math:`|dw|`. Labels may be hard or soft (interpolated tasks). The measuring
+    forward replays the random state of the training forward, so a network with
+    dropout is compared under the same masks: the KL then measures the change of
+    :math:`w` alone, and the random stream after the step is the one plain SGD
+    would have.
 
     Parameters
     ----------
@@ -170,6 +174,8 @@ def train_sgd(
     start = time.perf_counter()
     for step in progress(range(config.steps), desc=desc or "SGD", enabled=show_progress):
         xb, yb = sampler(gen)
+        if meter is not None:  # the measuring forward must draw the same dropout masks as this one
+            rng_state = _rng_state(xb.device)
         logits = model(xb)
         loss = cross_entropy(logits, yb)
         opt.zero_grad(set_to_none=True)
@@ -182,6 +188,7 @@ def train_sgd(
         if meter is not None:
             if track_euclidean and config.momentum > 0:
                 dw = config.lr * _norm([opt.state[p]["momentum_buffer"] for p in trainable])
+            _set_rng_state(xb.device, rng_state)
             with torch.no_grad(), frozen_batchnorm_stats(model, bns):
                 after_logits = model(xb)
             meter.update(logits, after_logits, dw_norm=dw)
@@ -190,6 +197,20 @@ def train_sgd(
     length = meter.result() if meter else None
     wall = time.perf_counter() - start
     return TrainResult(losses=losses.numpy(), length=length, checkpoints=checkpoints, wall_time=wall)
+
+
+def _rng_state(device: torch.device):
+    """The random state that dropout in a forward pass on ``device`` draws from."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    return torch.get_rng_state()
+
+
+def _set_rng_state(device: torch.device, state) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
 
 
 def _norm(tensors: list) -> torch.Tensor:

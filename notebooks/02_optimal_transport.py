@@ -82,7 +82,7 @@ import numpy as np
 import torch
 from myst_nb import glue
 
-from ctd_lib._checks import check_in_range, check_positive
+from ctd_lib._checks import check_choice, check_in_range, check_positive
 from ctd_lib.coupled import penultimate_features, train_source_model
 from ctd_lib.data import TASKS, fetch_mnist10k, make_task
 from ctd_lib.experiments.transport_demo import (
@@ -114,9 +114,8 @@ for _b in block_sizes:
     check_positive("block_sizes", _b, integer=True)
 if block_size not in block_sizes:
     raise ValueError(f"block_size={block_size!r} must be one of block_sizes={block_sizes}")
-for _task in (source_task, target_task):
-    if _task not in TASKS:
-        raise ValueError(f"task {_task!r} is not valid; choose one of: {', '.join(sorted(TASKS))}")
+check_choice("source_task", source_task, sorted(TASKS))
+check_choice("target_task", target_task, sorted(TASKS))
 t_start = time.perf_counter()
 torch.manual_seed(seed)
 

@@ -150,3 +150,22 @@ def test_meter_flushes_in_chunks_and_mixed_batch_sizes():
     np.testing.assert_allclose(np.diff(np.r_[0.0, res.cumulative["manifold"]]), [r.manifold for r in ref], rtol=1e-12)
     np.testing.assert_allclose(np.diff(np.r_[0.0, res.cumulative["per_sample"]]), [r.per_sample for r in ref], rtol=1e-12)
     assert res.steps == len(pairs) and res.n_kl_evals == 8 * 8 + 3 * 4
+
+
+def test_dropout_masks_are_replayed_for_the_measuring_forward():
+    """With the weights (almost) fixed, the length must be (almost) zero even with dropout,
+    and tracking must not change the random stream of the run."""
+    x, y = toy(n=64)
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 3))
+    res = train_sgd(m, minibatch_sampler(x, y, 16), SGDConfig(steps=20, lr=1e-9))
+    assert res.length.manifold < 1e-6
+    a, b = mlp(), mlp()
+    a.insert(2, nn.Dropout(0.3))
+    b.insert(2, nn.Dropout(0.3))
+    torch.manual_seed(3)
+    train_sgd(a, minibatch_sampler(x, y, 16), SGDConfig(steps=15, lr=0.1), track_length=True)
+    torch.manual_seed(3)
+    train_sgd(b, minibatch_sampler(x, y, 16), SGDConfig(steps=15, lr=0.1), track_length=False)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
