@@ -29,6 +29,8 @@ REQUIRED_METRICS = {
                              "length_overhead_ratio", "negative_kl_clamped"},
     "02_optimal_transport": {"constant_speed_max_dev", "bures_rel_err", "block_vs_full_cost_ratio",
                              "batched_block_speedup"},
+    "03_coupled_distance": {"coupled_shorter_fraction", "asymmetry_disjoint", "max_rel_change_last_iteration",
+                            "large_model_shorter_fraction", "seed_sd_coupled", "self_distance_coupled"},
 }
 
 pytestmark = pytest.mark.slow
@@ -111,6 +113,10 @@ def test_scorecard_page_lists_the_chapters_claims(book):
         ("02_optimal_transport", "taus", [0.0, 1.5]),
         ("02_optimal_transport", "block_size", 0),
         ("02_optimal_transport", "target_task", "cifar10-everything"),
+        ("03_coupled_distance", "outer_iters", 0),
+        ("03_coupled_distance", "tol", 0.0),
+        ("03_coupled_distance", "disjoint_tasks", ["mnist10k-01", "nope"]),
+        ("03_coupled_distance", "interpolation", "linear"),
     ],
 )
 def test_bad_notebook_parameter_fails_early_with_its_name(tmp_path, notebook, name, value):
