@@ -1,6 +1,11 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
+
+# Hypothesis draws the same examples on every run, so a test run is reproducible (CI included).
+settings.register_profile("deterministic", derandomize=True, deadline=None)
+settings.load_profile("deterministic")
 
 
 @pytest.fixture(autouse=True)

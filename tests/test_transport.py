@@ -384,9 +384,16 @@ def test_block_plans_have_block_marginals(ns, nt, B, seed):
             match_blocks(fs, ft, B)
         return
     asg = match_blocks(fs, ft, B, method=["centroid", "sorted", "random"][seed % 3])
-    r = block_plan(feature_cost(fs, ft), asg, reg=0.2)
-    assert isinstance(r, BlockPlan) and r.converged
-    assert marginal_gap(r.to_dense(), *asg.weights()) <= 1e-9
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = block_plan(feature_cost(fs, ft), asg, reg=0.2)
+    assert isinstance(r, BlockPlan)
+    gap = marginal_gap(r.to_dense(), *asg.weights())
+    if r.converged:
+        assert gap <= 1e-9
+    else:  # a tiny block with a nearly diagonal kernel can need >2000 sweeps: it must say so
+        assert any("did not converge" in str(w.message) for w in caught)
+        assert gap <= r.marginal_err * (1 + 1e-9) + 1e-15
 
 
 # ----------------------------------------------------------------------------
