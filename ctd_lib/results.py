@@ -27,12 +27,12 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ._checks import check_choice
+from ._io import atomic_write_text
 
 SCHEMA = 1
 SCALES = ("cpu", "paper", "smoke")
@@ -147,21 +147,8 @@ def write_results(
         "claims": [_jsonable(asdict(c)) for c in claims],
     }
     payload["sha256"] = _digest(payload)
-    folder = Path(results_dir) / scale
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{notebook}.json"
-    fd, tmp = tempfile.mkstemp(prefix=f".{notebook}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return atomic_write_text(Path(results_dir) / scale / f"{notebook}.json", text)
 
 
 def read_results(path: str | os.PathLike) -> dict:
