@@ -5,8 +5,9 @@ study and returns a named result; the notebook only orchestrates and plots.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -118,9 +119,7 @@ def load_transfer_data(cfg: FisherRaoConfig) -> TransferData:
 
 
 def _to(task: Task, device: str) -> Task:
-    import dataclasses
-
-    return dataclasses.replace(task, x=task.x.to(device), y=task.y.to(device))
+    return replace(task, x=task.x.to(device), y=task.y.to(device))
 
 
 def _build(name: str, task: Task, seed: int) -> nn.Module:
@@ -163,7 +162,6 @@ def fim_study(data: TransferData, cfg: FisherRaoConfig, activations: Sequence[st
     """
     x = F.avg_pool2d(data.source.x.cpu(), cfg.fim_pool).double()
     y = data.source.y.cpu()
-    in_dim = x[0].numel()
     ratios = {}
     n_params = 0
     for act in activations:
@@ -187,7 +185,6 @@ def fim_study(data: TransferData, cfg: FisherRaoConfig, activations: Sequence[st
             rows.append(chk.ratio)
             n_params = d.numel()
         ratios[act] = np.vstack(rows)
-    assert in_dim > 0
     return FimStudy(step_sizes=np.asarray(cfg.fim_step_sizes, dtype=float), ratios=ratios, n_params=n_params)
 
 
@@ -228,7 +225,7 @@ def reparam_study(model: nn.Module, checkpoints: Sequence[torch.Tensor], eval_x:
     input, so the Fisher-Rao length (Eqs. 4-5) must not change, while
     :math:`\\sum|dw|` does. Evaluated in float64 on ``eval_x``.
     """
-    m = _clone_double(model).eval()
+    m = copy.deepcopy(model).double().eval()
     ck = [c.double() for c in checkpoints]
     x = eval_x.double()
     base = path_length(m, ck, x)
@@ -245,12 +242,6 @@ def reparam_study(model: nn.Module, checkpoints: Sequence[torch.Tensor], eval_x:
         eu.append(res.euclidean)
     return ReparamStudy(np.asarray(factors, dtype=float), np.asarray(fr), np.asarray(ps), np.asarray(eu),
                         base.manifold, base.per_sample, base.euclidean)
-
-
-def _clone_double(model: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(model).double()
 
 
 # ----------------------------------------------------------------------------
@@ -295,8 +286,6 @@ def refinement_study(source_model: nn.Module, data: TransferData, cfg: FisherRao
     does not shrink with :math:`d\tau`: its sum also settles as
     :math:`d\tau \to 0`, but at a larger value, the length that the noise adds.
     """
-    import copy
-
     g = torch.Generator().manual_seed(cfg.seed)
     idx = torch.randperm(data.target.x.shape[0], generator=g)[: cfg.refine_n]
     x, y = data.target.x[idx], data.target.y[idx]
