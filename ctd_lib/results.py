@@ -208,24 +208,26 @@ def _verdict(payload: dict | None, claim_id: str) -> str:
 
 
 def scorecard_markdown(results_dir: str | os.PathLike, scales: Sequence[str] = ("cpu", "paper")) -> str:
-    """A markdown table of every claim, one column per scale, from the results files."""
+    """Markdown tables of every claim, one per notebook, one column per scale, from the results files."""
     found = collect_results(results_dir, scales)
     errors = found.pop("_errors", [])
-    header = "| chapter | claim | source | " + " | ".join(f"{s} scale" for s in scales) + " |"
-    lines = [header, "|" + " --- |" * (3 + len(scales))]
+    header = "| claim | source | " + " | ".join(f"{s} scale" for s in scales) + " |"
+    rule = "|" + " --- |" * (2 + len(scales))
+    parts = []
     for notebook in sorted(found):
         per_scale = found[notebook]
         claims: dict[str, dict] = {}
         for s in scales:
             for c in per_scale.get(s, {}).get("claims", []):
                 claims.setdefault(c["id"], c)
+        held = {s: sum(c["holds"] for c in per_scale[s]["claims"]) for s in scales if s in per_scale}
+        summary = ", ".join(f"{s}: {held[s]} of {len(per_scale[s]['claims'])} hold" for s in held)
+        lines = [f"**{_md_cell(notebook)}** ({summary})", "", header, rule]
         for cid, c in claims.items():
             cells = [_md_cell(_verdict(per_scale.get(s), cid)) for s in scales]
-            lines.append(f"| {_md_cell(notebook)} | {_md_cell(c['statement'])} | {_md_cell(c['source'])} | "
-                         + " | ".join(cells) + " |")
-    if not found:
-        lines.append("| (none) | no results files found | | " + " | ".join("" for _ in scales) + " |")
-    text = "\n".join(lines)
+            lines.append(f"| {_md_cell(c['statement'])} | {_md_cell(c['source'])} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    text = "\n\n".join(parts) if parts else "No results files found."
     if errors:
         text += "\n\nResults files that failed verification and were ignored:\n\n" + "\n".join(f"- {e}" for e in errors)
     return text

@@ -61,7 +61,8 @@ def test_scorecard_shows_both_scales_and_failures(tmp_path):
     bad = write(tmp_path, scale="cpu", notebook="02_y")
     bad.write_text("{}")
     md = scorecard_markdown(tmp_path)
-    assert "| 01\\_x | a claim | Eq. 2 | holds: ratio 1.01 within 5% | FAILS: ratio 1.01 within 5% |" in md
+    assert "**01\\_x** (cpu: 1 of 1 hold, paper: 0 of 1 hold)" in md
+    assert "| a claim | Eq. 2 | holds: ratio 1.01 within 5% | FAILS: ratio 1.01 within 5% |" in md
     assert "failed verification" in md and "02_y" in md
     assert "_errors" in collect_results(tmp_path)
 
@@ -75,5 +76,5 @@ def test_scorecard_escapes_table_breaking_characters(tmp_path):
     write_results(tmp_path, "n", scale="cpu", parameters={}, metrics={}, wall_time=0.0,
                   claims=[Claim(id="c", statement="p_w(y|x) is *kept*", source="Eq. 4", holds=True, evidence="a|b")])
     row = [line for line in scorecard_markdown(tmp_path).splitlines() if "Eq. 4" in line][0]
-    assert row == "| n | p\\_w(y\\|x) is \\*kept\\* | Eq. 4 | holds: a\\|b | not run |"
-    assert row.replace("\\|", "").count("|") == 6  # five cells
+    assert row == "| p\\_w(y\\|x) is \\*kept\\* | Eq. 4 | holds: a\\|b | not run |"
+    assert row.replace("\\|", "").count("|") == 5  # four cells
