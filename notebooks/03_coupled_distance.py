@@ -33,9 +33,12 @@
 #
 # $$
 # \Gamma^k = \operatorname*{argmin}_{\Gamma\in\Pi} \langle\Gamma, C^k\rangle - \epsilon H(\Gamma) + \lambda_k\|\Gamma-\Gamma^{k-1}\|_F^2,
-# \quad
+# \tag{12a}
+# $$
+#
+# $$
 # C^{k+1}_{ij} = \int_0^1 \sqrt{2\,\mathrm{KL}\big[p_{w^k(\tau)}(\cdot\mid x^{ij}_\tau), p_{w^k(\tau+d\tau)}(\cdot\mid x^{ij}_\tau)\big]},
-# \tag{12a-b}
+# \tag{12b}
 # $$
 #
 # with $w^k(\cdot)$ the SGD trajectory (12c) on samples of $\hat p_\tau$ built from $\Gamma^{k-1}$
