@@ -88,6 +88,7 @@ ingredient_pair = ["mnist10k-0-4", "mnist10k-5-9"]
 seeds = [0, 1, 2]  # for the seed-to-seed spread of one pair
 permutations = 9999  # scikit-bio's Mantel test on symmetrised matrices
 seed = 0
+device = "cpu"  # "cuda" for the paper scale on a GPU
 cache_dir = "../.cache/pairs"  # per-pair cache: an interrupted run resumes
 scale = "cpu"
 results_dir = "../results"
@@ -122,6 +123,8 @@ check_choice("model", model, MODEL_NAMES)
 check_choice("large_model", large_model, MODEL_NAMES)
 if not seeds:
     raise ValueError("seeds must list at least one seed")
+if not (device == "cpu" or (device.startswith("cuda") and torch.cuda.is_available())):
+    raise ValueError(f"device={device!r} is not valid here; use 'cpu', or 'cuda' on a machine with a CUDA GPU")
 if not isinstance(permutations, int) or permutations < 1:
     raise ValueError(f"permutations={permutations!r} must be a positive integer")
 study = StudyConfig(n_per_class=n_per_class, n_val_per_class=n_val_per_class, source_steps=source_steps,
@@ -130,12 +133,12 @@ study = StudyConfig(n_per_class=n_per_class, n_val_per_class=n_val_per_class, so
 coupled = CoupledConfig(steps=steps, lr=lr, batch_size=batch_size, outer_iters=outer_iters, tol=tol,
                         block_size=block_size, reg=reg, prox_lam=prox_lam, prox_growth=prox_growth,
                         interpolation=interpolation, convention=convention, cost_checkpoints=cost_checkpoints,
-                        seed=seed)
+                        seed=seed, device=device)
 t_start = time.perf_counter()
 torch.manual_seed(seed)
 warnings.filterwarnings("once", category=RuntimeWarning)  # solver warnings are shown once each, not hidden
 fetch_mnist10k()
-bank = TaskBank(study)
+bank = TaskBank(study, device=device)
 METHOD_LABELS = {"coupled": "coupled", "uncoupled": "uncoupled", "fine-tuning": "fine-tuning",
                  "task2vec": "Task2Vec", "w2-pixel": "W2 pixels", "w2-feature": "W2 features"}
 
@@ -419,7 +422,7 @@ glue("n_loss_better", n_loss_better, display=False)
 # ## Seed-to-seed spread
 
 # %%
-spread = seed_spread(lambda s: TaskBank(StudyConfig(**{**study.__dict__, "seed": s})), *ingredient_pair,
+spread = seed_spread(lambda s: TaskBank(StudyConfig(**{**study.__dict__, "seed": s}), device=device), *ingredient_pair,
                      model=model, base=coupled, seeds=seeds)
 for k, v in spread.items():
     print(f"{k:10s} mean {v.mean():.2f}  sd {v.std(ddof=1) if len(v) > 1 else float('nan'):.2f}  "
@@ -494,9 +497,9 @@ params = {k: globals()[k] for k in ("nested_tasks", "disjoint_tasks", "cross_dom
                                    "n_per_class", "n_val_per_class", "source_steps", "steps", "lr", "batch_size",
                                    "outer_iters", "tol", "block_size", "reg", "prox_lam", "prox_growth",
                                    "interpolation", "convention", "cost_checkpoints", "finetune_steps",
-                                   "task2vec_samples", "w2_samples", "ingredient_pair", "seeds", "seed", "scale")}
+                                   "task2vec_samples", "w2_samples", "ingredient_pair", "seeds", "seed", "device", "scale")}
 path = write_results(results_dir, "03_coupled_distance", scale=scale, parameters=params, metrics=metrics,
-                     claims=claims, wall_time=time.perf_counter() - t_start, device="cpu")
+                     claims=claims, wall_time=time.perf_counter() - t_start, device=device)
 for c in claims:
     print(f"[{'holds' if c.holds else 'FAILS'}] {c.statement}: {c.evidence}")
 print(f"results written to {path}")

@@ -117,6 +117,7 @@ def test_scorecard_page_lists_the_chapters_claims(book):
         ("03_coupled_distance", "tol", 0.0),
         ("03_coupled_distance", "disjoint_tasks", ["mnist10k-01", "nope"]),
         ("03_coupled_distance", "interpolation", "linear"),
+        ("03_coupled_distance", "device", "tpu"),
     ],
 )
 def test_bad_notebook_parameter_fails_early_with_its_name(tmp_path, notebook, name, value):
