@@ -27,7 +27,7 @@ import copy
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -146,6 +146,7 @@ class FineTuneResult:
     cumulative_fisher_rao : (max_steps + 1,) the same for the Fisher-Rao length.
     n_clamped : negative KL values clamped to zero in the Fisher-Rao bookkeeping.
     config : the :class:`FineTuneConfig` used.
+    final_model : the network after all ``max_steps`` steps (a copy; the source model is untouched).
     """
 
     distance: float
@@ -160,6 +161,7 @@ class FineTuneResult:
     cumulative_fisher_rao: np.ndarray
     n_clamped: int
     config: FineTuneConfig
+    final_model: nn.Module = field(default=None, repr=False, compare=False)
 
 
 def fine_tuning_distance(
@@ -271,6 +273,7 @@ def fine_tuning_distance(
         cumulative_fisher_rao=fisher_rao,
         n_clamped=run.length.n_clamped,
         config=config,
+        final_model=model,
     )
 
 

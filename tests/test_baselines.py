@@ -86,6 +86,14 @@ def test_positive_when_transferring_to_new_classes(tasks, source01):
     assert r.val_acc[hit] >= r.threshold and np.all(r.val_acc[:hit] < r.threshold)  # the first crossing
     assert r.cumulative_euclidean.shape == r.cumulative_fisher_rao.shape == (cfg.max_steps + 1,)
     assert r.config == cfg
+    # the final model is the end of that same trajectory: plain SGD with the same settings lands there
+    plain = copy.deepcopy(source01)
+    train_sgd(plain, minibatch_sampler(tasks["tr23"].x, tasks["tr23"].y, cfg.batch_size),
+              SGDConfig(steps=cfg.max_steps, lr=cfg.lr, seed=cfg.seed), track_length=False, show_progress=False)
+    for p, q in zip(r.final_model.parameters(), plain.parameters()):
+        assert torch.equal(p, q)
+    assert accuracy(r.final_model, tasks["va23"].x, tasks["va23"].y) == r.final_val_acc
+    assert r.final_model is not source01
 
 
 def test_same_seed_same_numbers_and_caller_model_untouched(tasks, source01):

@@ -9,7 +9,6 @@ fingerprint of the library's code.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -30,7 +29,7 @@ from ..coupled import (
 from ..data import TASKS, Task, make_task
 from ..matrices import DistanceMatrix, distance_matrix
 from ..models import MODEL_NAMES, make_model
-from ..training import SGDConfig, accuracy, cross_entropy, minibatch_sampler, train_sgd
+from ..training import accuracy, cross_entropy
 from ..transport import wasserstein2
 
 METHODS = ("coupled", "uncoupled", "fine-tuning", "task2vec", "w2-pixel", "w2-feature")
@@ -136,12 +135,7 @@ def _finetune_pair(bank: TaskBank, model: str):
     def run(s: str, t: str):
         tv = bank.task(t, "test")
         res = fine_tuning_distance(bank.source_model(s, model), bank.task(t), tv, ftc)
-        # the model after the whole fine-tuning run, for the Fig. 6 comparison
-        m = copy.deepcopy(bank.source_model(s, model))
-        train_sgd(m, minibatch_sampler(bank.task(t).x, bank.task(t).y, cfg.batch_size),
-                  SGDConfig(steps=cfg.finetune_steps, lr=cfg.finetune_lr, seed=cfg.seed), track_length=False,
-                  show_progress=False)
-        m.eval()
+        m = res.final_model.eval()  # after the whole fine-tuning run, for the Fig. 6 comparison
         with torch.no_grad():
             loss = float(cross_entropy(m(tv.x), tv.y))
         return res.distance, {"steps_to_threshold": res.steps_to_threshold, "fisher_rao_length": res.fisher_rao_length,
