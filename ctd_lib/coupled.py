@@ -58,7 +58,7 @@ from ._progress import progress
 from .data import Task
 from .geometry import CONVENTIONS, LengthMeter, TrajectoryLength, flat_parameters, kl_categorical, set_flat_parameters
 from .interpolation import make_sampler
-from .training import cross_entropy, frozen_batchnorm_stats, batchnorm_modules
+from .training import _rng_state, _set_rng_state, batchnorm_modules, cross_entropy, frozen_batchnorm_stats
 from .transport import BlockPlan, block_plan, feature_cost, match_blocks, proximal_plan
 
 INTERPOLATIONS = ("beta-mixup", "displacement")
@@ -294,17 +294,6 @@ def run_trajectory(
                 torch.cuda.manual_seed(seed)
         return _run_trajectory(source_model, source, target, cfg, kind=kind, plan=plan, val=val, seed=seed,
                                desc=desc, show_progress=show_progress)
-
-
-def _rng_state(dev: torch.device) -> torch.Tensor:
-    return torch.cuda.get_rng_state(dev) if dev.type == "cuda" else torch.get_rng_state()
-
-
-def _set_rng_state(dev: torch.device, state: torch.Tensor) -> None:
-    if dev.type == "cuda":
-        torch.cuda.set_rng_state(state, dev)
-    else:
-        torch.set_rng_state(state)
 
 
 def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed, desc, show_progress):
