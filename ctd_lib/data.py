@@ -446,6 +446,8 @@ def _build_tasks() -> dict[str, TaskSpec]:
                        "CIFAR-10 vehicles: airplane, automobile, ship, truck"))
     tasks.append(_spec("cifar10-animals", "cifar10", range(2, 8),
                        "CIFAR-10 animals: bird, cat, deer, dog, frog, horse"))
+    tasks.append(_spec("cifar10-animals-4", "cifar10", (2, 3, 4, 5),
+                       "CIFAR-10 bird, cat, deer, dog (the four animals of seed 004, Appendix G)"))
     tasks.append(_spec("cifar10-all", "cifar10", range(10), "all 10 CIFAR-10 classes"))
     return {t.name: t for t in tasks}
 

@@ -273,6 +273,7 @@ EXPECTED_TASKS = {
     "cifar100-all": tuple(range(100)),
     "cifar10-vehicles": (0, 1, 8, 9),
     "cifar10-animals": (2, 3, 4, 5, 6, 7),
+    "cifar10-animals-4": (2, 3, 4, 5),
     "cifar10-all": tuple(range(10)),
 }
 
