@@ -1,0 +1,264 @@
+"""Properties of ctd_lib.iso_classification: Lemma 3 checks, Eq. (31) and Remark 10."""
+import numpy as np
+import pytest
+import torch
+
+import ctd_lib.iso_classification as iso
+from ctd_lib.data import make_task
+from ctd_lib.free_energy import (
+    EquilibrationConfig,
+    FreeEnergyTerms,
+    array_sampler,
+    make_free_energy_model,
+    measure,
+    train_equilibrium,
+)
+from ctd_lib.iso_classification import (
+    IsoClassificationConfig,
+    IsoClassificationResult,
+    Partials,
+    SurfaceGrid,
+    equilibrium_surface,
+    finite_difference_partials,
+    iso_c_max_rel_change,
+    iso_classification,
+    lemma3_check,
+    remark10_check,
+)
+
+TINY = dict(hidden=32, latent=4, classifier_hidden=8)
+FAST = EquilibrationConfig(steps=30, peak_lr=3e-3, batch_size=32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread on the shared two-core test machine (see test_free_energy.py). Restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task("mnist10k-all", "train", n_per_class=20)  # 200 images
+
+
+@pytest.fixture(scope="module")
+def trained(task):
+    """A tiny model trained at (lam, gamma) = (0.5, 4)."""
+    m = make_free_energy_model("mnist", **TINY)
+    train_equilibrium(m, array_sampler(task.x, task.y), 0.5, 4.0,
+                      EquilibrationConfig(steps=60, peak_lr=3e-3, schedule="cosine", batch_size=32))
+    return m
+
+
+def synthetic_grid(kind: str, lambdas, gammas) -> SurfaceGrid:
+    """Exact terms of a known F.
+
+    "concave": F = 2 sqrt(lam) + 2 sqrt(gamma), the lower envelope of its tangent planes,
+    so D = 1/sqrt(lam), C = 1/sqrt(gamma), R = F - lam D - gamma C = sqrt(lam) + sqrt(gamma).
+    "convex": F = lam^2 + gamma^2 with D = 2 lam, C = 2 gamma, R = -(lam^2 + gamma^2): not a minimum
+    of affine functions, every tangent plane lies below F.
+    """
+    def terms(lam, gam):
+        if kind == "concave":
+            d, c, r = lam ** -0.5, gam ** -0.5, lam ** 0.5 + gam ** 0.5
+        else:
+            d, c, r = 2 * lam, 2 * gam, -(lam ** 2 + gam ** 2)
+        return FreeEnergyTerms(rate=r, distortion=d, classification=c, accuracy=1.0, n=1)
+
+    rows = [[terms(lam, gam) for gam in gammas] for lam in lambdas]
+    return SurfaceGrid(lambdas=np.asarray(lambdas, float), gammas=np.asarray(gammas, float), train=rows, val=rows)
+
+
+# ---------------------------------------------------------------- Lemma 3
+
+
+def test_lemma3_on_a_concave_free_energy():
+    lambdas, gammas = np.linspace(0.5, 2.0, 16), np.geomspace(2.0, 20.0, 12)  # non-uniform gamma spacing
+    grid = synthetic_grid("concave", lambdas, gammas)
+    np.testing.assert_allclose(grid.F, 2 * np.sqrt(lambdas)[:, None] + 2 * np.sqrt(gammas)[None, :])
+    check = lemma3_check(grid)
+    assert check.n_pairs == (16 * 12) * (16 * 12 - 1)
+    assert check.supporting_plane_violations == 0 and check.supporting_plane_max_rel_violation == 0.0
+    # second-order differences inside, first-order on the edges: median errors 0.1% (lambda, step 0.1)
+    # and 0.5% (gamma, steps of 23%); tolerance 1%
+    assert check.dF_dlambda_vs_D_rel_err < 1e-2 and check.dF_dgamma_vs_C_rel_err < 1e-2
+    assert check.hessian_eigenvalues.shape == (14 * 10, 2)
+    assert check.hessian_negative_fraction == 1.0
+    # exact second derivatives: -1/(2 lam^1.5) and -1/(2 gamma^1.5), no cross term
+    assert np.all(check.hessian_eigenvalues < 0)
+    # interior central differences: error h^2 f'''/6 <= 0.01 * 2.7 / 6 = 0.0045 at lam = 0.6
+    np.testing.assert_allclose(check.dF_dlambda[1:-1], grid.array("distortion")[1:-1], rtol=5e-3)
+
+
+def test_lemma3_flags_a_convex_free_energy():
+    grid = synthetic_grid("convex", np.linspace(0.5, 2.0, 5), np.linspace(2.0, 10.0, 4))
+    check = lemma3_check(grid)
+    assert check.supporting_plane_violations == check.n_pairs  # every other model's plane is below F
+    assert check.supporting_plane_max_rel_violation > 0
+    assert check.hessian_negative_fraction == 0.0
+    # a quadratic: central differences are exact inside
+    np.testing.assert_allclose(check.dF_dlambda[1:-1], grid.array("distortion")[1:-1], rtol=1e-10)
+    assert lemma3_check(grid, tol=1e6).supporting_plane_violations == 0
+
+
+def test_surface_grid_arrays():
+    grid = synthetic_grid("concave", [1.0, 4.0], [1.0, 9.0, 16.0])
+    np.testing.assert_allclose(grid.array("classification"), [[1, 1 / 3, 1 / 4]] * 2)
+    np.testing.assert_allclose(grid.array("rate", "val")[1], [3, 5, 6])
+    with pytest.raises(ValueError, match="name"):
+        grid.array("entropy")
+    with pytest.raises(ValueError, match="split"):
+        grid.array("rate", "test")
+    with pytest.raises(ValueError, match="at least 2"):
+        lemma3_check(synthetic_grid("concave", [1.0], [1.0, 2.0]))
+
+
+def test_equilibrium_surface_small(task):
+    x, y, xv, yv = task.x[:120], task.y[:120], task.x[120:], task.y[120:]
+    grid = equilibrium_surface(x, y, xv, yv, [0.5, 1.0], [2.0, 8.0], model_config=make_free_energy_model(
+        "mnist", **TINY).config, train_config=EquilibrationConfig(steps=15, schedule="cosine", batch_size=32),
+        n_z_measure=2, measure_size=60, show_progress=False)
+    assert grid.F.shape == (2, 2) and len(grid.val) == 2 and grid.train[1][0].n == 60 and grid.val[0][1].n == 60
+    assert np.all(np.isfinite(grid.F))
+    check = lemma3_check(grid)
+    assert check.n_pairs == 12 and check.hessian_eigenvalues.shape == (0, 2)
+    assert np.isnan(check.hessian_negative_fraction)
+    with pytest.raises(ValueError, match="keep_models"):
+        grid.model(0.5, 2.0)
+
+
+def test_equilibrium_surface_keeps_the_models_it_measured(task):
+    x, y, xv, yv = task.x[:120], task.y[:120], task.x[120:], task.y[120:]
+    grid = equilibrium_surface(x, y, xv, yv, [0.5, 1.0], [2.0, 8.0], model_config=make_free_energy_model(
+        "mnist", **TINY).config, train_config=EquilibrationConfig(steps=10, schedule="cosine", batch_size=32),
+        n_z_measure=2, measure_size=60, keep_models=True, show_progress=False)
+    m = grid.model(1.0, 2.0)
+    assert m is not grid.model(0.5, 2.0)
+    xm, ym = iso._subset(x, y, 60, 0)  # the same seeded subset the grid measured on
+    again = measure(m, xm, ym, n_z=2)
+    assert again.rate == grid.train[1][0].rate and again.classification == grid.train[1][0].classification
+    with pytest.raises(ValueError, match="not a point"):
+        grid.model(0.7, 2.0)
+
+
+@pytest.mark.parametrize("lambdas, gammas, match", [
+    ([1.0, 0.5], [1.0, 2.0], "lambdas"), ([0.5, 0.5], [1.0, 2.0], "lambdas"), ([-0.5, 1.0], [1.0], "lambdas"),
+    ([1.0], [2.0, 1.0], "gammas"), ([1.0], [-1.0], "gammas"), ([1.0], [], "gammas"),
+])
+def test_equilibrium_surface_rejects_bad_grids(task, lambdas, gammas, match):
+    with pytest.raises(ValueError, match=match):
+        equilibrium_surface(task.x, task.y, task.x, task.y, lambdas, gammas, model_config="mnist",
+                            train_config=FAST)
+
+
+# ---------------------------------------------------------------- finite differences and Eq. (31)
+
+
+def test_finite_difference_partials(task, trained):
+    before = [p.detach().clone() for p in trained.parameters()]
+    p = finite_difference_partials(trained, array_sampler(task.x, task.y), task.x, task.y, 0.5, 4.0,
+                                   h_lambda=0.25, h_gamma=3.0, equilibration=FAST, n_z_measure=4)
+    assert all(torch.equal(a, b) for a, b in zip(before, trained.parameters()))  # probes work on copies
+    assert p.n_probes == 4
+    assert all(np.isfinite(v) for v in p.to_dict().values())
+    # more weight on D lowers D; more weight on C lowers C (Lemma 3: d2F/dlam2, d2F/dgamma2 < 0)
+    assert p.dD_dlambda < 0
+    assert p.dC_dgamma < 0
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(h_lambda=0.0, h_gamma=1.0), "h_lambda"), (dict(h_lambda=0.1, h_gamma=-1.0), "h_gamma"),
+    (dict(h_lambda=0.6, h_gamma=1.0), "h_lambda"),
+])
+def test_finite_difference_partials_rejects_bad_widths(task, kw, match):
+    with pytest.raises(ValueError, match=match):
+        finite_difference_partials(None, None, task.x, task.y, 0.5, 4.0, equilibration=FAST, **kw)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(alpha=0), "alpha"), (dict(alpha=float("nan")), "alpha"), (dict(fd_rel_lambda=0), "fd_rel_lambda"),
+    (dict(fd_rel_gamma=-0.1), "fd_rel_gamma"), (dict(fd_rel_gamma=1.0), "fd_rel_gamma"), (dict(steps=0), "steps"),
+    (dict(dt=0), "dt"), (dict(fd_steps=0), "fd_steps"), (dict(step_rel=0.0), "step_rel"),
+])
+def test_bad_iso_config(bad, match):
+    with pytest.raises(ValueError, match=match):
+        IsoClassificationConfig(**bad)
+
+
+def fixed_partials(dC_dlambda, dC_dgamma):
+    def fake(*args, **kwargs):
+        return Partials(dR_dlambda=0.0, dR_dgamma=0.0, dD_dlambda=0.0, dD_dgamma=0.0, dC_dlambda=dC_dlambda,
+                        dC_dgamma=dC_dgamma, n_probes=4)
+    return fake
+
+
+def test_euler_steps_of_eq31(task, trained, monkeypatch):
+    monkeypatch.setattr(iso, "finite_difference_partials", fixed_partials(0.02, -0.05))
+    monkeypatch.setattr(iso, "equilibrate", lambda *a, **k: None)
+    cfg = IsoClassificationConfig(steps=3, alpha=2.0, dt=0.5)
+    res = iso_classification(trained, task.x, task.y, task.x, task.y, 0.5, 4.0, cfg, eval_size=50,
+                             show_progress=False)
+    # lambda_dot = -alpha dC/dgamma = 0.1, gamma_dot = alpha dC/dlambda = 0.04, dt = 0.5
+    np.testing.assert_allclose(res.lam, [0.5, 0.55, 0.6, 0.65])
+    np.testing.assert_allclose(res.gamma, [4.0, 4.02, 4.04, 4.06])
+    assert res.n_clipped == 0 and len(res.partials) == 3
+    # rescaled steps keep the direction and fix the largest relative change
+    res = iso_classification(trained, task.x, task.y, task.x, task.y, 0.5, 4.0,
+                             IsoClassificationConfig(steps=1, step_rel=0.2), eval_size=50)
+    assert res.lam[1] == pytest.approx(0.6) and res.gamma[1] == pytest.approx(4.0 + 0.1 * 0.02 / 0.05)
+
+
+def test_multipliers_are_clipped_and_counted(task, trained, monkeypatch):
+    monkeypatch.setattr(iso, "finite_difference_partials", fixed_partials(-10.0, 10.0))
+    monkeypatch.setattr(iso, "equilibrate", lambda *a, **k: None)
+    with pytest.warns(RuntimeWarning, match="clipped"):
+        res = iso_classification(trained, task.x, task.y, task.x, task.y, 0.5, 4.0,
+                                 IsoClassificationConfig(steps=2), eval_size=50)
+    assert res.n_clipped == 2 and np.all(res.lam > 0) and np.all(res.gamma > 0)
+    assert res.lam[-1] == res.config["min_multiplier"]
+
+
+def test_iso_classification_runs(task, trained):
+    cfg = IsoClassificationConfig(steps=2, alpha=5.0, fd_steps=10,
+                                  equilibration=EquilibrationConfig(steps=20, batch_size=32), n_z_measure=2)
+    res = iso_classification(trained, task.x[:150], task.y[:150], task.x[150:], task.y[150:], 0.5, 4.0, cfg,
+                             eval_size=100, show_progress=False)
+    assert res.lam.shape == res.gamma.shape == res.free_energy.shape == (3,)
+    assert len(res.train) == len(res.val) == 3 and len(res.partials) == 2
+    assert np.all(res.lam > 0) and np.all(res.gamma > 0) and res.n_clipped == 0
+    assert res.train[0].n == 100 and res.val[0].n == 50
+    np.testing.assert_allclose(res.free_energy, res.array("rate") + res.lam * res.array("distortion")
+                               + res.gamma * res.array("classification"))
+    assert res.model is not trained and res.config["alpha"] == 5.0
+    assert np.isfinite(remark10_check(res)) and iso_c_max_rel_change(res, "val") >= 0
+
+
+def test_iso_classification_rejects_bad_start(task, trained):
+    with pytest.raises(ValueError, match="lam0"):
+        iso_classification(trained, task.x, task.y, task.x, task.y, 0.0, 4.0)
+    with pytest.raises(ValueError, match="gamma0"):
+        iso_classification(trained, task.x, task.y, task.x, task.y, 0.5, -4.0)
+    with pytest.raises(ValueError, match="eval_size"):
+        iso_classification(trained, task.x, task.y, task.x, task.y, 0.5, 4.0, eval_size=0)
+
+
+def path_result(lam, R, D, C):
+    terms = [FreeEnergyTerms(rate=r, distortion=d, classification=c, accuracy=1.0, n=1) for r, d, c in zip(R, D, C)]
+    lam = np.asarray(lam, float)
+    return IsoClassificationResult(lam=lam, gamma=np.ones_like(lam), train=terms, val=terms,
+                                   free_energy=np.zeros_like(lam), partials=[], wall_time=0.0, config={})
+
+
+def test_remark10_and_iso_c_on_known_paths():
+    # R = -lam^2 / 2 ... use D = -lam and R = lam^2 / 2: dR = lam dlam = -lam dD, and the
+    # midpoint rule is exact for this quadratic
+    lam = np.array([0.5, 0.7, 1.0, 1.6])
+    exact = path_result(lam, lam ** 2 / 2, -lam, [0.2, 0.2, 0.21, 0.19])
+    assert remark10_check(exact) == pytest.approx(0.0, abs=1e-12)
+    assert iso_c_max_rel_change(exact) == pytest.approx(0.05)
+    wrong = path_result(lam, lam ** 2 / 2, +lam, [0.2] * 4)  # dR = +lam dD: maximal violation
+    assert remark10_check(wrong) == pytest.approx(2.0)
+    assert np.isnan(remark10_check(path_result(lam, [1.0] * 4, -lam, [0.2] * 4)))
