@@ -1,0 +1,416 @@
+"""Tests of ctd_lib.iso_transfer: the iso-classification transfer of Sec. 4 of [Gao & Chaudhari 2020].
+
+Most tests run on small synthetic tasks (8x8 images, a 16-unit model) so that
+a whole transfer takes well under a second; one test uses real mnist10k digits
+(a shared 10-way head) and one the CIFAR-10 code path on a small file in
+torchvision's format. Tolerances are stated next to each comparison.
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets as tvd
+
+from ctd_lib import iso_transfer as IT
+from ctd_lib.data import Task, TaskSpec, make_task
+from ctd_lib.free_energy import (
+    EquilibrationConfig,
+    FreeEnergyTerms,
+    array_sampler,
+    make_free_energy_model,
+    measure,
+    train_equilibrium,
+)
+from ctd_lib.iso_transfer import (
+    IsoTransferConfig,
+    TaskPath,
+    TransferPartials,
+    finetune_baseline,
+    iso_transfer,
+    scratch_baseline,
+    solve_step,
+    transfer_budget,
+)
+
+SHAPE = (1, 8, 8)
+NUM_CLASSES = 4
+TINY = dict(steps=2, fd_equilibration=EquilibrationConfig(steps=10), equilibration=EquilibrationConfig(steps=20),
+            eval_size=40, n_z_measure=2)
+
+
+def _task(name: str, labels, n_per_class: int, seed: int, shape=SHAPE, num_classes=NUM_CLASSES) -> Task:
+    """Blobs: class c is a bright square at a class-specific place plus noise, so classes are learnable."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.tensor(labels).repeat_interleave(n_per_class)
+    x = 0.2 * torch.rand((len(y), *shape), generator=g)
+    for k, c in enumerate(y.tolist()):
+        r, col = 2 * (c // 2), 2 * (c % 2) + (4 if c >= 2 else 0)
+        x[k, :, r : r + 3, col : col + 3] += 0.7
+    return Task(name=name, x=x.clamp(0, 1), y=y, classes=tuple(labels), num_classes=num_classes,
+                input_shape=tuple(shape))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and far faster than on two when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return dict(source=_task("src", [0, 1], 25, 1), target=_task("tgt", [2, 3], 25, 2),
+                source_val=_task("src-val", [0, 1], 10, 3), target_val=_task("tgt-val", [2, 3], 10, 4))
+
+
+@pytest.fixture(scope="module")
+def source_model(tasks):
+    m = make_free_energy_model("mnist", input_shape=SHAPE, hidden=16, latent=4, classifier_hidden=0,
+                               num_classes=NUM_CLASSES)
+    train_equilibrium(m, array_sampler(tasks["source"].x, tasks["source"].y), 0.25, 8.0,
+                      EquilibrationConfig(steps=150, peak_lr=3e-3, schedule="cosine"))
+    return m
+
+
+def _run(model, tasks, **kw):
+    return iso_transfer(model, tasks["source"], tasks["target"], tasks["source_val"], tasks["target_val"],
+                        kw.pop("lam0", 0.25), kw.pop("gamma0", 8.0), IsoTransferConfig(**{**TINY, **kw}))
+
+
+def _partials(**kw) -> TransferPartials:
+    base = dict(dR_dlambda=1.0, dR_dgamma=0.1, dD_dlambda=-2.0, dD_dgamma=-0.2, dC_dlambda=-0.1, dC_dgamma=-0.05,
+                dR_dt=-1.0, dD_dt=2.0, dC_dt=0.5, h_lambda=0.025, h_gamma=0.8, dt=0.5)
+    return TransferPartials(**{**base, **kw})
+
+
+# ---------------------------------------------------------------- the transfer
+
+
+@pytest.mark.parametrize("interpolation", ["mixture", "ot"])
+def test_result_shapes_times_and_bounds(source_model, tasks, interpolation):
+    r = _run(source_model, tasks, interpolation=interpolation)
+    n = TINY["steps"] + 1
+    for a in (r.t, r.lam, r.gamma, r.val_accuracy, r.target_accuracy, r.free_energy):
+        assert a.shape == (n,) and np.isfinite(a).all()
+    assert len(r.train) == len(r.val) == n and len(r.systems) == n - 1
+    np.testing.assert_allclose(r.t, np.linspace(0, 1, n), rtol=0, atol=1e-15)
+    assert r.lam[0] == 0.25 and r.gamma[0] == 8.0
+    assert (r.lam >= 1e-3).all() and (r.gamma >= 1e-3).all()
+    for name in ("rate", "distortion", "classification", "accuracy", "free_energy"):
+        assert r.array(name).shape == (n,) and r.array(name, "val").shape == (n,)
+    np.testing.assert_allclose(r.free_energy, r.array("free_energy"), rtol=1e-12)
+    c = r.array("classification")
+    assert r.c_max_rel_change == pytest.approx(np.max(np.abs(c - c[0])) / c[0], rel=1e-12)
+    assert IT.c_max_rel_change(r, split="val") == r.max_rel_change("classification", "val")
+    assert r.config["budget"] == transfer_budget(IsoTransferConfig(**{**TINY, "interpolation": interpolation}))
+    assert r.slope is not None and np.isfinite(r.slope) and r.config["slope_from"] == "endpoints"
+    # the caller's model is untouched (the transfer works on a copy)
+    assert r.model is not source_model
+
+
+def test_deterministic_given_seed(source_model, tasks):
+    a, b = _run(source_model, tasks), _run(source_model, tasks)
+    np.testing.assert_array_equal(a.lam, b.lam)
+    np.testing.assert_array_equal(a.gamma, b.gamma)
+    assert a.train == b.train and a.val == b.val
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(p, q)
+    c = _run(source_model, tasks, seed=1)
+    assert not np.array_equal(a.array("classification"), c.array("classification"))
+
+
+def test_budget_counts_every_update(source_model, tasks, monkeypatch):
+    """transfer_budget equals the mini-batch updates the transfer actually takes."""
+    taken = []
+    real = IT.equilibrate
+
+    def counting(model, sampler, lam, gamma, config=None, **kw):
+        taken.append(config.steps)
+        return real(model, sampler, lam, gamma, config, **kw)
+
+    monkeypatch.setattr(IT, "equilibrate", counting)
+    for kw in (dict(), dict(t_derivative="frozen"), dict(method="heuristic"), dict(slope=-2.0),
+               dict(slope_equilibration=EquilibrationConfig(steps=7))):
+        taken.clear()
+        _run(source_model, tasks, **kw)
+        assert sum(taken) == transfer_budget(IsoTransferConfig(**{**TINY, **kw}))
+
+
+def test_heuristic_with_zero_lambda_rate_keeps_lambda(source_model, tasks):
+    r = _run(source_model, tasks, method="heuristic", lambda_rate=0.0)
+    np.testing.assert_array_equal(r.lam, np.full(3, 0.25))
+    assert r.slope is None and all(s["method_used"] in ("heuristic", "hold") for s in r.systems)
+
+
+def test_heuristic_zero_time_derivative_keeps_multipliers(source_model, tasks, monkeypatch):
+    monkeypatch.setattr(IT, "transfer_partials", lambda *a, **k: _partials(dC_dt=0.0))
+    r = _run(source_model, tasks, method="heuristic", lambda_rate=0.0)
+    np.testing.assert_array_equal(r.lam, [0.25] * 3)
+    np.testing.assert_array_equal(r.gamma, [8.0] * 3)
+    assert r.n_fallbacks == 0 and r.n_clips == 0
+
+
+def test_heuristic_rates_follow_eq38(source_model, tasks, monkeypatch):
+    """gamma-dot = -(C_lambda lambda-dot + C_t) / C_gamma, applied over dt = 1/2 (exact to rounding)."""
+    p = _partials(dC_dlambda=-0.1, dC_dgamma=-0.05, dC_dt=0.1)
+    monkeypatch.setattr(IT, "transfer_partials", lambda *a, **k: p)
+    r = _run(source_model, tasks, method="heuristic", lambda_rate=0.2, max_rel_change=None)
+    gdot = -(p.dC_dlambda * 0.2 + p.dC_dt) / p.dC_dgamma
+    np.testing.assert_allclose(r.lam, 0.25 + 0.2 * np.array([0, 0.5, 1.0]), rtol=1e-12)
+    np.testing.assert_allclose(r.gamma, 8.0 + gdot * np.array([0, 0.5, 1.0]), rtol=1e-12)
+
+
+def test_singular_system_falls_back_warns_and_counts(source_model, tasks, monkeypatch):
+    p = _partials(dD_dlambda=1.0, dD_dgamma=2.0, dC_dlambda=0.5, dC_dgamma=1.0, dC_dt=-0.5)  # rank 1
+    monkeypatch.setattr(IT, "transfer_partials", lambda *a, **k: p)
+    with pytest.warns(RuntimeWarning, match="condition number"):
+        r = _run(source_model, tasks, slope=-1.0, max_rel_change=None)
+    assert r.n_fallbacks == 2 and [s for s, _ in r.fallbacks] == [0, 1]
+    assert all(s["method_used"] == "heuristic-fallback" for s in r.systems)
+    assert all(s["cond"] > 1e6 for s in r.systems)
+    np.testing.assert_array_equal(r.lam, [0.25] * 3)  # the fallback's lambda-dot is 0
+    np.testing.assert_allclose(r.gamma, 8.0 + 0.5 * np.array([0, 0.5, 1.0]), rtol=1e-12)  # -C_t / C_gamma = 0.5
+    assert np.isfinite(r.free_energy).all()
+
+
+def test_degenerate_system_holds_the_multipliers(source_model, tasks, monkeypatch):
+    p = _partials(dD_dlambda=0.0, dD_dgamma=0.0, dC_dlambda=0.0, dC_dgamma=0.0)
+    monkeypatch.setattr(IT, "transfer_partials", lambda *a, **k: p)
+    with pytest.warns(RuntimeWarning, match="kept"):
+        r = _run(source_model, tasks, slope=-1.0)
+    assert r.n_fallbacks == 2 and all(s["method_used"] == "hold" for s in r.systems)
+    np.testing.assert_array_equal(r.lam, [0.25] * 3)
+    np.testing.assert_array_equal(r.gamma, [8.0] * 3)
+    with pytest.warns(RuntimeWarning, match="dC/dgamma"):
+        r = _run(source_model, tasks, method="heuristic")
+    assert r.n_fallbacks == 2 and np.isfinite(r.gamma).all()
+
+
+def test_trust_region_and_floor_clip_and_count(source_model, tasks, monkeypatch):
+    monkeypatch.setattr(IT, "transfer_partials", lambda *a, **k: _partials(dC_dgamma=-1e-3, dC_dt=10.0))
+    r = _run(source_model, tasks, method="heuristic", lambda_rate=-100.0, min_multiplier=0.05)
+    # gamma-dot = -(-0.1 * -100 + 10) / -1e-3 = 20000: clipped to x1.5 per step; lambda-dot = -100 to /1.5
+    np.testing.assert_allclose(r.gamma, [8.0, 12.0, 18.0], rtol=1e-12)
+    np.testing.assert_allclose(r.lam, [0.25, 0.25 / 1.5, 0.25 / 2.25], rtol=1e-12)
+    assert r.n_clips == 4
+    r = _run(source_model, tasks, method="heuristic", lambda_rate=-100.0, min_multiplier=0.2)
+    np.testing.assert_allclose(r.lam, [0.25, 0.2, 0.2], rtol=1e-12)  # 0.25 / 1.5 < 0.2: floored, counted too
+    assert r.n_clips == 6
+
+
+# ---------------------------------------------------------------- the linear system
+
+
+def test_geodesic_solution_satisfies_eq30():
+    p = _partials()
+    k, lam = -0.7, 0.4
+    s = solve_step(p, lam, method="geodesic", slope=k)
+    A = np.array([[p.dD_dlambda, p.dD_dgamma], [p.dC_dlambda, p.dC_dgamma]])
+    b = np.array([k * p.dR_dt / (1 + k * lam) - p.dD_dt, -p.dC_dt])
+    np.testing.assert_allclose(A @ s["solution"], b, rtol=1e-12, atol=1e-12)
+    assert s["method_used"] == "geodesic" and s["reason"] is None
+    assert s["cond"] == pytest.approx(np.linalg.cond(A), rel=1e-12)
+    # the iso-classification row: C_lambda lambda-dot + C_gamma gamma-dot + C_t = 0
+    assert p.dC_dlambda * s["solution"][0] + p.dC_dgamma * s["solution"][1] + p.dC_dt == pytest.approx(0, abs=1e-12)
+
+
+def test_geodesic_fallbacks():
+    s = solve_step(_partials(), 0.5, method="geodesic", slope=-2.0)  # 1 + k lambda = 0
+    assert s["method_used"] == "heuristic-fallback" and "1 + k lambda" in s["reason"]
+    s = solve_step(_partials(), 0.5, method="geodesic", slope=1.0, max_condition=1.0)  # every matrix has cond >= 1
+    assert s["method_used"] == "heuristic-fallback" and "max_condition" in s["reason"]
+    assert s["solution"][0] == 0 and s["solution"][1] == pytest.approx(-0.5 / -0.05)
+    s = solve_step(_partials(dC_dgamma=float("nan")), 0.5, method="geodesic", slope=1.0)
+    assert s["method_used"] == "hold" and np.array_equal(s["solution"], [0.0, 0.0])
+
+
+# ---------------------------------------------------------------- data at time t
+
+
+def test_mixture_sampler_endpoints(tasks):
+    path = TaskPath("mixture", tasks["source"], tasks["target"], IsoTransferConfig(**TINY))
+    rng = np.random.default_rng(0)
+    x0, y0 = path.batch_sampler(0.0)(200, rng)
+    x1, y1 = path.batch_sampler(1.0)(200, rng)
+    assert y0.dtype == torch.int64 and set(y0.tolist()) <= {0, 1} and set(y1.tolist()) <= {2, 3}
+    src = {tuple(v.flatten().tolist()) for v in tasks["source"].x}
+    tgt = {tuple(v.flatten().tolist()) for v in tasks["target"].x}
+    assert all(tuple(v.flatten().tolist()) in src for v in x0)
+    assert all(tuple(v.flatten().tolist()) in tgt for v in x1)
+    xh, yh = path.batch_sampler(0.5)(400, rng)
+    frac = (yh >= 2).float().mean().item()
+    assert 0.4 < frac < 0.6  # Binomial(400, 1/2): 5 standard deviations
+
+
+def test_mixture_functionals_are_exact_mixtures(source_model, tasks):
+    path = TaskPath("mixture", tasks["source"], tasks["target"], IsoTransferConfig(**TINY))
+    a = measure(source_model, *path.src, n_z=2, seed=5)
+    b = measure(source_model, *path.tgt, n_z=2, seed=5)
+    assert path.terms(source_model, 0.0, n_z=2, seed=5) == FreeEnergyTerms.mix(a, b, 0.0)
+    m = path.terms(source_model, 0.3, n_z=2, seed=5)
+    assert m.classification == pytest.approx(0.7 * a.classification + 0.3 * b.classification, rel=1e-12)
+
+
+def test_frozen_time_derivative_of_the_mixture_is_target_minus_source(source_model, tasks):
+    """For Eq. (23) at fixed weights, d/dt X = X_target - X_source exactly, whatever dt."""
+    cfg = IsoTransferConfig(**TINY, t_derivative="frozen")
+    path = TaskPath("mixture", tasks["source"], tasks["target"], cfg)
+    p = IT.transfer_partials(source_model, path, 0.25, 0.5, 0.25, 8.0, cfg, seed=3)
+    a = measure(source_model, *path.src, n_z=2, seed=3)
+    b = measure(source_model, *path.tgt, n_z=2, seed=3)
+    assert p.dC_dt == pytest.approx(b.classification - a.classification, rel=1e-9)
+    assert p.dD_dt == pytest.approx(b.distortion - a.distortion, rel=1e-9)
+    assert p.h_lambda == pytest.approx(0.025) and p.h_gamma == pytest.approx(0.8) and p.dt == 0.25
+
+
+@pytest.mark.parametrize("solver", ["exact", "block"])
+def test_ot_labels_interpolate_one_hots(tasks, solver):
+    cfg = IsoTransferConfig(**TINY, interpolation="ot", ot_solver=solver, ot_block_size=10)
+    path = TaskPath("ot", tasks["source"], tasks["target"], cfg)
+    P = path.plan.to_dense() if solver == "block" else path.plan.plan
+    np.testing.assert_allclose(P.sum(1), 1 / 50, atol=1e-12)  # uniform marginals of the coupling (36)
+    np.testing.assert_allclose(P.sum(0), 1 / 50, atol=1e-12)
+    xs, ys, xt, yt = path.pairs
+    for t in (0.0, 0.25, 1.0):
+        x, y = path.eval_data(t)
+        np.testing.assert_allclose(y.sum(1).numpy(), 1.0, atol=1e-6)
+        np.testing.assert_allclose(y.numpy(), ((1 - t) * ys + t * yt).numpy(), atol=1e-7)
+        np.testing.assert_allclose(x.numpy(), ((1 - t) * xs + t * xt).numpy(), atol=1e-6)
+        xb, yb = path.batch_sampler(t)(64, np.random.default_rng(1))
+        np.testing.assert_allclose(yb.sum(1).numpy(), 1.0, atol=1e-6)
+        src_part = yb[:, :2].sum(1).numpy()  # source classes 0, 1; target classes 2, 3
+        np.testing.assert_allclose(src_part, 1 - t, atol=1e-6)
+    x0, y0 = path.eval_data(0.0)
+    assert torch.equal(y0.argmax(1), ys.argmax(1)) and set(y0.argmax(1).tolist()) <= {0, 1}
+    x1, y1 = path.eval_data(1.0)
+    assert set(y1.argmax(1).tolist()) <= {2, 3}
+
+
+def test_mnist_shared_head():
+    """Digits 0-4 -> 5-9 keep their ids in a 10-way head (label_offset=None), as Sec. 5.2 needs."""
+    src = make_task("mnist10k-0-4", "train", n_per_class=4)
+    tgt = make_task("mnist10k-5-9", "train", n_per_class=4)
+    sv = make_task("mnist10k-0-4", "test", n_per_class=2)
+    tv = make_task("mnist10k-5-9", "test", n_per_class=2)
+    assert src.num_classes == tgt.num_classes == 10
+    model = make_free_energy_model("mnist", hidden=16, latent=4)
+    r = iso_transfer(model, src, tgt, sv, tv, 0.25, 8.0, IsoTransferConfig(**{**TINY, "steps": 1}))
+    assert r.t.tolist() == [0.0, 1.0] and np.isfinite(r.free_energy).all()
+
+
+# ---------------------------------------------------------------- validation
+
+
+def test_bad_inputs_raise_naming_the_argument(source_model, tasks):
+    with pytest.raises(ValueError, match="steps"):
+        IsoTransferConfig(steps=0)
+    with pytest.raises(ValueError, match="method"):
+        IsoTransferConfig(method="straight")
+    with pytest.raises(ValueError, match="interpolation"):
+        IsoTransferConfig(interpolation="sinkhorn")
+    with pytest.raises(ValueError, match="t_derivative"):
+        IsoTransferConfig(t_derivative="backward")
+    with pytest.raises(ValueError, match="fd_rel_lambda"):
+        IsoTransferConfig(fd_rel_lambda=1.5)
+    with pytest.raises(ValueError, match="ot_solver"):
+        IsoTransferConfig(ot_solver="sinkhorn")
+    t = tasks
+    other = _task("small", [2, 3], 5, 9, shape=(1, 6, 6))
+    with pytest.raises(ValueError, match=r"source and target have different input shapes: \(1, 8, 8\) and \(1, 6, 6\)"):
+        iso_transfer(source_model, t["source"], other, t["source_val"], t["target_val"], 0.25, 8.0)
+    empty = Task(name="none", x=torch.zeros((0, *SHAPE)), y=torch.zeros(0, dtype=torch.int64), classes=(2,),
+                 num_classes=NUM_CLASSES, input_shape=SHAPE)
+    with pytest.raises(ValueError, match="target_val is an empty task"):
+        iso_transfer(source_model, t["source"], t["target"], t["source_val"], empty, 0.25, 8.0)
+    wide = _task("wide", [2, 3], 5, 9, num_classes=6)
+    with pytest.raises(ValueError, match="num_classes"):
+        iso_transfer(source_model, t["source"], wide, t["source_val"], t["target_val"], 0.25, 8.0)
+    with pytest.raises(ValueError, match="lam0"):
+        iso_transfer(source_model, t["source"], t["target"], t["source_val"], t["target_val"], 0.0, 8.0)
+    with pytest.raises(ValueError, match="gamma0"):
+        iso_transfer(source_model, t["source"], t["target"], t["source_val"], t["target_val"], 0.25, -1.0)
+    with pytest.raises(ValueError, match="slope"):
+        iso_transfer(source_model, t["source"], t["target"], t["source_val"], t["target_val"], 0.25, 8.0,
+                     IsoTransferConfig(slope=-4.0))
+    with pytest.raises(ValueError, match="steps"):
+        finetune_baseline(source_model, t["target"], t["target_val"], 0.25, 8.0, steps=0, eval_every=1)
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def test_baselines(source_model, tasks):
+    cfg = EquilibrationConfig(peak_lr=3e-3, schedule="constant")
+    ft = finetune_baseline(source_model, tasks["target"], tasks["target_val"], 0.25, 8.0, steps=30, config=cfg,
+                           eval_every=10, eval_size=20, n_z=2)
+    np.testing.assert_array_equal(ft.steps, [0, 10, 20, 30])
+    assert ft.target_accuracy.shape == ft.target_loss.shape == (4,)
+    before = measure(source_model, tasks["target_val"].x, tasks["target_val"].y, n_z=2, seed=0)
+    assert ft.initial_accuracy == before.accuracy == 0.0  # the source head never predicts target classes
+    assert ft.final_accuracy == ft.target_accuracy[-1]
+    assert ft.target_loss[-1] < ft.target_loss[0]  # fine-tuning fits the target
+    sc = scratch_baseline(source_model.config, tasks["target"], tasks["target_val"], 0.25, 8.0, steps=25,
+                          config=cfg, eval_every=10, eval_size=20, n_z=2)
+    np.testing.assert_array_equal(sc.steps, [0, 10, 20, 25])
+    assert np.isfinite(sc.target_loss).all()
+
+
+# ---------------------------------------------------------------- CIFAR-10 path
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _dump(path: Path, obj: dict) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+@pytest.fixture
+def cifar10_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A CIFAR-10 folder in torchvision's on-disk format (as in tests/test_data.py)."""
+    rng = np.random.default_rng(10)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    batches = {}
+    for name, n in [(f"data_batch_{i}", 6) for i in range(1, 6)] + [("test_batch", 10)]:
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, size=n)]
+        _dump(folder / name, {"data": data, "labels": labels, "batch_label": name})
+        batches[name] = (data, labels)
+    _dump(folder / "batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
+    monkeypatch.setattr(tvd.CIFAR10, "train_list",
+                        [[f"data_batch_{i}", _md5(folder / f"data_batch_{i}")] for i in range(1, 6)])
+    monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]])
+    monkeypatch.setattr(tvd.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names",
+                                              "md5": _md5(folder / "batches.meta")})
+    return tmp_path, batches
+
+
+@pytest.mark.parametrize("interpolation", ["mixture", "ot"])
+def test_cifar10_vehicles_to_animals_conv(cifar10_root, interpolation):
+    """Appendix G's setting: vehicles -> four animals (bird, cat, deer, dog), a 4-way head, a conv encoder."""
+    root, _ = cifar10_root
+    animals = TaskSpec(name="cifar10-animals-4", dataset="cifar10", classes=(2, 3, 4, 5),
+                       description="bird, cat, deer, dog")
+    src = make_task("cifar10-vehicles", "train", root=root, label_offset=0)
+    tgt = make_task(animals, "train", root=root, label_offset=0)
+    sv = make_task("cifar10-vehicles", "test", root=root, label_offset=0)
+    tv = make_task(animals, "test", root=root, label_offset=0)
+    assert src.num_classes == tgt.num_classes == 4 and src.input_shape == (3, 32, 32)
+    model = make_free_energy_model("mnist", encoder="conv", input_shape=(3, 32, 32), num_classes=4, hidden=16,
+                                   latent=4)
+    cfg = IsoTransferConfig(**{**TINY, "steps": 1, "interpolation": interpolation, "method": "heuristic",
+                               "lambda_rate": -1.5, "fd_equilibration": EquilibrationConfig(steps=2, batch_size=8),
+                               "equilibration": EquilibrationConfig(steps=3, batch_size=8)})
+    r = iso_transfer(model, src, tgt, sv, tv, 4.0, 100.0, cfg)  # the paper's (lambda, gamma) = (4, 100)
+    assert r.t.tolist() == [0.0, 1.0] and np.isfinite(r.free_energy).all()
+    assert np.isfinite(r.lam).all() and np.isfinite(r.gamma).all() and (r.target_accuracy >= 0).all()
