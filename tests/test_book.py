@@ -31,6 +31,11 @@ REQUIRED_METRICS = {
                              "batched_block_speedup"},
     "03_coupled_distance": {"coupled_shorter_fraction", "asymmetry_disjoint", "max_rel_change_last_iteration",
                             "large_model_shorter_fraction", "seed_sd_coupled", "self_distance_coupled"},
+    "04_rademacher_bound": {"max_gap_along_trajectory", "bound_violations", "coupled_vs_uncoupled_speed_term_ratio"},
+    "05_equilibrium_surface": {"iso_c_max_rel_change", "remark10_rel_err", "dF_dlambda_vs_D_rel_err",
+                               "dF_dgamma_vs_C_rel_err"},
+    "06_iso_classification_transfer": {"transfer_c_max_rel_change", "final_acc_isoc", "final_acc_scratch",
+                                       "final_acc_finetune", "finetune_initial_acc"},
 }
 
 pytestmark = pytest.mark.slow
@@ -118,6 +123,19 @@ def test_scorecard_page_lists_the_chapters_claims(book):
         ("03_coupled_distance", "disjoint_tasks", ["mnist10k-01", "nope"]),
         ("03_coupled_distance", "interpolation", "linear"),
         ("03_coupled_distance", "device", "tpu"),
+        ("04_rademacher_bound", "K", 0),
+        ("04_rademacher_bound", "loss_bound", -1.0),
+        ("04_rademacher_bound", "draws", 0),
+        ("05_equilibrium_surface", "lambdas", [0.5, 0.25, 1.0]),
+        ("05_equilibrium_surface", "alpha", 0.0),
+        ("05_equilibrium_surface", "fd_rel_lambda", 0.0),
+        ("05_equilibrium_surface", "equil_steps", 0),
+        ("05_equilibrium_surface", "iso_starts", [[-0.25, 4.0]]),
+        ("06_iso_classification_transfer", "transfer_steps", 0),
+        ("06_iso_classification_transfer", "lam0", -1.0),
+        ("06_iso_classification_transfer", "fd_rel_gamma", 0.0),
+        ("06_iso_classification_transfer", "interpolations", ["linear"]),
+        ("06_iso_classification_transfer", "head", "both"),
     ],
 )
 def test_bad_notebook_parameter_fails_early_with_its_name(tmp_path, notebook, name, value):
