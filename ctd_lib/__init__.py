@@ -32,8 +32,10 @@ from .geometry import (
     path_length,
 )
 from .interpolation import make_sampler
-from .iso_classification import IsoClassificationConfig, equilibrium_surface, iso_classification, lemma3_check
-from .iso_transfer import IsoTransferConfig, IsoTransferResult, finetune_baseline, iso_transfer, scratch_baseline
+# the processes themselves stay in their modules (ctd_lib.iso_classification.iso_classification,
+# ctd_lib.iso_transfer.iso_transfer): a function re-exported under its module's name would hide the module
+from .iso_classification import IsoClassificationConfig, equilibrium_surface, lemma3_check
+from .iso_transfer import IsoTransferConfig, IsoTransferResult, finetune_baseline, scratch_baseline
 from .matrices import DistanceMatrix, distance_matrix
 from .models import MODEL_NAMES, make_model
 from .rademacher import classical_bound, rademacher_linear, theorem5_bound, trajectory_gap
@@ -54,7 +56,7 @@ from .transport import (
 __all__ = [
     "EquilibrationConfig", "FreeEnergyModelConfig", "FreeEnergyTerms", "IsoClassificationConfig", "IsoTransferConfig",
     "IsoTransferResult", "array_sampler", "classical_bound", "equilibrate", "equilibrium_surface", "finetune_baseline",
-    "iso_classification", "iso_transfer", "lemma3_check", "make_free_energy_model", "measure", "rademacher_linear",
+    "lemma3_check", "make_free_energy_model", "measure", "rademacher_linear",
     "scratch_baseline", "theorem5_bound", "train_equilibrium", "trajectory_gap",
     "BlockPlan", "CONVENTIONS", "Claim", "CoupledConfig", "DistanceMatrix", "FineTuneConfig", "LengthMeter",
     "MODEL_NAMES", "OTPlan", "SGDConfig", "TASKS", "Task", "Task2VecConfig", "TaskSpec", "TrainResult",
