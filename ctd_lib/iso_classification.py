@@ -553,3 +553,57 @@ def iso_c_max_rel_change(result: IsoClassificationResult, split: str = "train") 
     r"""Largest relative change of :math:`C` along the path, :math:`\max_k |C_k - C_0| / C_0`."""
     C = result.array("classification", split)
     return float(np.max(np.abs(C - C[0])) / C[0])
+
+
+def first_law_check(result: IsoClassificationResult) -> float:
+    r"""Relative violation of :math:`dR = -\lambda\, dD - \gamma\, dC` along a path.
+
+    The "first law" of Eq. (7) of [Gao & Chaudhari 2020] with :math:`\sigma = 0`;
+    Remark 10 (:func:`remark10_check`) is its special case :math:`dC = 0`.
+
+    .. math::
+
+        \epsilon = \frac{\big|\sum_k (\Delta R_k + \bar\lambda_k \Delta D_k + \bar\gamma_k \Delta C_k)\big|}
+                        {\sum_k |\Delta R_k|}
+
+    with midpoint multipliers, on the training functionals; nan if the rate never changes.
+    """
+    R, D, C = result.array("rate"), result.array("distortion"), result.array("classification")
+    lam_mid = 0.5 * (result.lam[1:] + result.lam[:-1])
+    gam_mid = 0.5 * (result.gamma[1:] + result.gamma[:-1])
+    denom = float(np.sum(np.abs(np.diff(R))))
+    if denom == 0:
+        return float("nan")
+    return float(abs(np.sum(np.diff(R) + lam_mid * np.diff(D) + gam_mid * np.diff(C))) / denom)
+
+
+def fixed_multiplier_control(model: FreeEnergyModel, x, y, lam: float, gamma: float,
+                             config: IsoClassificationConfig | None = None, *,
+                             eval_size: int | None = None) -> np.ndarray:
+    r"""The classification loss under the equilibrations of :func:`iso_classification` at *fixed* multipliers.
+
+    A copy of ``model`` is equilibrated ``config.steps`` times at (``lam``, ``gamma``)
+    with exactly the equilibration of step :math:`k` of the process (same
+    configuration, seed ``equilibration.seed + k``) and measured the same way.
+    The result, :math:`C_0, \dots, C_{\text{steps}}` (steps + 1,), separates the
+    drift of a model that is not quite at equilibrium from the effect of
+    Eq. (31): an iso-classification path should follow it, not necessarily
+    :math:`C_0`.
+    """
+    config = IsoClassificationConfig() if config is None else config
+    if not isinstance(config, IsoClassificationConfig):
+        raise ValueError(f"config={config!r} is not valid; it must be an IsoClassificationConfig or None")
+    for name, v in (("lam", lam), ("gamma", gamma)):
+        check_positive(name, v)
+    if eval_size is not None:
+        check_positive("eval_size", eval_size, integer=True)
+    x, y = _check_xy(x, y)
+    x_eval, y_eval = _subset(x, y, eval_size, config.seed)
+    sampler = array_sampler(x, y)
+    model = copy.deepcopy(model)
+    out = [measure(model, x_eval, y_eval, n_z=config.n_z_measure, seed=config.seed).classification]
+    for k in range(config.steps):
+        equilibrate(model, sampler, lam, gamma, replace(config.equilibration, seed=config.equilibration.seed + k),
+                    show_progress=False)
+        out.append(measure(model, x_eval, y_eval, n_z=config.n_z_measure, seed=config.seed).classification)
+    return np.asarray(out)

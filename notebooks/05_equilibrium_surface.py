@@ -100,7 +100,6 @@ results_dir = "../results"
 
 # %%
 import copy
-import dataclasses
 import time
 
 import matplotlib.pyplot as plt
@@ -124,6 +123,8 @@ from ctd_lib.free_energy import (
 from ctd_lib.iso_classification import (
     IsoClassificationConfig,
     equilibrium_surface,
+    first_law_check,
+    fixed_multiplier_control,
     iso_c_max_rel_change,
     iso_classification,
     lemma3_check,
@@ -302,14 +303,8 @@ runs, controls = [], []
 for lam_start, gam_start in iso_starts:
     m = start_model(lam_start, gam_start)
     runs.append(iso_classification(m, train.x, train.y, val.x, val.y, lam_start, gam_start, iso_config))
-    # control: the same equilibrations (same seeds) at fixed multipliers, to separate the process from the
-    # drift of a model that was not quite at equilibrium
-    ctrl, c_path = copy.deepcopy(m), [measure(m, train.x, train.y, n_z=n_z_measure, seed=seed).classification]
-    for k in range(iso_steps):
-        equilibrate(ctrl, array_sampler(train.x, train.y), lam_start, gam_start,
-                    dataclasses.replace(equil_config, seed=equil_config.seed + k))
-        c_path.append(measure(ctrl, train.x, train.y, n_z=n_z_measure, seed=seed).classification)
-    controls.append(np.asarray(c_path))
+    # the same equilibrations at fixed multipliers: the drift of a model not quite at equilibrium
+    controls.append(fixed_multiplier_control(m, train.x, train.y, lam_start, gam_start, iso_config))
 fig, axes = plt.subplots(2, 3, figsize=(15, 8))
 for r, ctrl_path, (lam_start, gam_start) in zip(runs, controls, iso_starts):
     lab = f"start ({lam_start:g}, {gam_start:g})"
@@ -331,14 +326,6 @@ for ax in axes.ravel():
     ax.legend(fontsize=7)
 fig.tight_layout()
 plt.show()
-def first_law_rel_err(r):
-    """|sum_k (dR + lam dD + gamma dC)| / sum_k |dR| with midpoint multipliers: Eq. (7) with sigma = 0."""
-    R_, D_, C_ = r.array("rate"), r.array("distortion"), r.array("classification")
-    lam_mid, gam_mid = (r.lam[1:] + r.lam[:-1]) / 2, (r.gamma[1:] + r.gamma[:-1]) / 2
-    resid = np.diff(R_) + lam_mid * np.diff(D_) + gam_mid * np.diff(C_)
-    return float(abs(resid.sum()) / np.abs(np.diff(R_)).sum())
-
-
 iso_rows = []
 for r, ctrl_path, (lam_start, gam_start) in zip(runs, controls, iso_starts):
     dR = float(r.array("rate")[-1] - r.array("rate")[0])
@@ -348,7 +335,7 @@ for r, ctrl_path, (lam_start, gam_start) in zip(runs, controls, iso_starts):
                          remark10=remark10_check(r), lam_end=float(r.lam[-1]), gam_end=float(r.gamma[-1]),
                          c_change_control=float(np.max(np.abs(ctrl_path - ctrl_path[0])) / ctrl_path[0]),
                          c_vs_control=float(np.max(np.abs(r.array("classification") - ctrl_path) / ctrl_path)),
-                         first_law=first_law_rel_err(r)))
+                         first_law=first_law_check(r)))
 print(f"{'start':>12s} {'max |dC|/C':>10s} {'(val)':>7s} {'(fixed)':>8s} {'vs fixed':>9s} {'R change':>9s} "
       f"{'D change':>9s} {'Remark 10 err':>13s} {'Eq. 7 err':>10s} {'end (lambda, gamma)':>20s}")
 for row in iso_rows:

@@ -244,10 +244,14 @@ for (method, interp), r in results.items():
     axes[0].plot(r.array("distortion"), r.array("rate"), "o-", label=lab)
     axes[1].plot(r.t, r.lam, "o-", label=f"$\\lambda$, {lab}")
     axes[2].plot(r.t, r.gamma, "s--", label=f"$\\gamma$, {lab}")
-if main.slope is not None:
+if main.slope is not None:  # the line the geodesic transfer aims for, drawn only inside the data's range
     R0, D0 = main.array("rate")[0], main.array("distortion")[0]
-    Rs = np.linspace(main.array("rate").min(), main.array("rate").max(), 2)
-    axes[0].plot(D0 + main.slope * (Rs - R0), Rs, "k:", lw=1, label=f"straight line dD/dR = {main.slope:.2g}")
+    lims = axes[0].get_xlim(), axes[0].get_ylim()
+    Rs = np.linspace(*lims[1], 200)
+    Ds = D0 + main.slope * (Rs - R0)
+    keep = (Ds >= lims[0][0]) & (Ds <= lims[0][1])
+    axes[0].plot(Ds[keep], Rs[keep], "k:", lw=1, label=f"straight line dD/dR = {main.slope:.3g}")
+    axes[0].set(xlim=lims[0], ylim=lims[1])
 axes[0].set(xlabel="distortion D", ylabel="rate R", title="rate and distortion along the transfer")
 axes[1].set(xlabel="t", ylabel="$\\lambda$", title="$\\lambda$ over t")
 axes[2].set(xlabel="t", ylabel="$\\gamma$", title="$\\gamma$ over t")

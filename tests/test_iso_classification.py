@@ -20,6 +20,8 @@ from ctd_lib.iso_classification import (
     SurfaceGrid,
     equilibrium_surface,
     finite_difference_partials,
+    first_law_check,
+    fixed_multiplier_control,
     iso_c_max_rel_change,
     iso_classification,
     lemma3_check,
@@ -262,3 +264,32 @@ def test_remark10_and_iso_c_on_known_paths():
     wrong = path_result(lam, lam ** 2 / 2, +lam, [0.2] * 4)  # dR = +lam dD: maximal violation
     assert remark10_check(wrong) == pytest.approx(2.0)
     assert np.isnan(remark10_check(path_result(lam, [1.0] * 4, -lam, [0.2] * 4)))
+
+
+def test_first_law_check_on_known_paths():
+    # gamma = 1 in path_result; R = lam^2 / 2 - C and D = -lam give dR = -lam dD - gamma dC exactly
+    # (the midpoint rule is exact for the quadratic), while Remark 10 alone misses the dC part
+    lam = np.array([0.5, 0.7, 1.0, 1.6])
+    C = np.array([0.2, 0.3, 0.25, 0.4])
+    path = path_result(lam, lam ** 2 / 2 - C, -lam, C)
+    assert first_law_check(path) == pytest.approx(0.0, abs=1e-12)
+    assert remark10_check(path) > 0.1
+    assert np.isnan(first_law_check(path_result(lam, [1.0] * 4, -lam, C)))
+
+
+def test_fixed_multiplier_control_is_the_process_without_its_steps(task, trained, monkeypatch):
+    """With zero partials Eq. (31) never moves (lam, gamma), so the process is its own control, exactly."""
+    cfg = IsoClassificationConfig(steps=2, fd_steps=5, equilibration=EquilibrationConfig(steps=12, batch_size=32),
+                                  n_z_measure=2)
+    zero = Partials(dR_dlambda=0.0, dR_dgamma=0.0, dD_dlambda=0.0, dD_dgamma=0.0, dC_dlambda=0.0, dC_dgamma=0.0,
+                    n_probes=0)
+    monkeypatch.setattr(iso, "finite_difference_partials", lambda *a, **k: zero)
+    x, y = task.x[:150], task.y[:150]
+    res = iso_classification(trained, x, y, task.x[150:], task.y[150:], 0.5, 4.0, cfg, eval_size=100,
+                             show_progress=False)
+    control = fixed_multiplier_control(trained, x, y, 0.5, 4.0, cfg, eval_size=100)
+    assert control.shape == (3,)
+    np.testing.assert_array_equal(control, res.array("classification"))
+    assert not np.all(control == control[0])  # the equilibrations did move C: the check is not vacuous
+    with pytest.raises(ValueError, match="gamma"):
+        fixed_multiplier_control(trained, x, y, 0.5, -1.0, cfg)
