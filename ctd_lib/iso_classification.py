@@ -442,6 +442,20 @@ class IsoClassificationResult:
         return np.array([getattr(t, name) for t in (self.train if split == "train" else self.val)], dtype=float)
 
 
+def _prepare(config, x, y, eval_size, **multipliers):
+    """Validate a process's arguments before any work; the config, the evaluation subset and a sampler."""
+    config = IsoClassificationConfig() if config is None else config
+    if not isinstance(config, IsoClassificationConfig):
+        raise ValueError(f"config={config!r} is not valid; it must be an IsoClassificationConfig or None")
+    for name, v in multipliers.items():
+        check_positive(name, v)
+    if eval_size is not None:
+        check_positive("eval_size", eval_size, integer=True)
+    x, y = _check_xy(x, y)
+    x_eval, y_eval = _subset(x, y, eval_size, config.seed)
+    return config, x_eval, y_eval, array_sampler(x, y)
+
+
 def iso_classification(
     model: FreeEnergyModel, x, y, x_val, y_val, lam0: float, gamma0: float,
     config: IsoClassificationConfig | None = None, *, eval_size: int | None = None,
@@ -468,17 +482,8 @@ def iso_classification(
     or (N, K) and of (x_val, y_val), with noise seed ``config.seed`` at every
     step (common random numbers).
     """
-    config = IsoClassificationConfig() if config is None else config
-    if not isinstance(config, IsoClassificationConfig):
-        raise ValueError(f"config={config!r} is not valid; it must be an IsoClassificationConfig or None")
-    for name, v in (("lam0", lam0), ("gamma0", gamma0)):
-        check_positive(name, v)
-    if eval_size is not None:
-        check_positive("eval_size", eval_size, integer=True)
-    x, y = _check_xy(x, y)
-    x_eval, y_eval = _subset(x, y, eval_size, config.seed)
+    config, x_eval, y_eval, sampler = _prepare(config, x, y, eval_size, lam0=lam0, gamma0=gamma0)
     xv, yv = _subset(x_val, y_val, eval_size, config.seed)
-    sampler = array_sampler(x, y)
     model = copy.deepcopy(model)
 
     def measure_both():
@@ -590,16 +595,7 @@ def fixed_multiplier_control(model: FreeEnergyModel, x, y, lam: float, gamma: fl
     Eq. (31): an iso-classification path should follow it, not necessarily
     :math:`C_0`.
     """
-    config = IsoClassificationConfig() if config is None else config
-    if not isinstance(config, IsoClassificationConfig):
-        raise ValueError(f"config={config!r} is not valid; it must be an IsoClassificationConfig or None")
-    for name, v in (("lam", lam), ("gamma", gamma)):
-        check_positive(name, v)
-    if eval_size is not None:
-        check_positive("eval_size", eval_size, integer=True)
-    x, y = _check_xy(x, y)
-    x_eval, y_eval = _subset(x, y, eval_size, config.seed)
-    sampler = array_sampler(x, y)
+    config, x_eval, y_eval, sampler = _prepare(config, x, y, eval_size, lam=lam, gamma=gamma)
     model = copy.deepcopy(model)
     out = [measure(model, x_eval, y_eval, n_z=config.n_z_measure, seed=config.seed).classification]
     for k in range(config.steps):

@@ -33,13 +33,7 @@ from ctd_lib.geometry import flat_parameters, kl_categorical, set_flat_parameter
 BASE = dict(steps=30, lr=0.05, batch_size=16, block_size=10, cost_checkpoints=4, seed=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and much faster on a shared, loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mlp():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import shutil
 import struct
 from collections import Counter
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets as tvd
+from conftest import _dump, _md5  # the CIFAR fixtures' writers, shared with test_iso_transfer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.datasets import load_digits
@@ -425,37 +425,6 @@ def test_torchvision_mnist_roundtrip(mnist_root):
     keep = y >= 5
     np.testing.assert_array_equal(task.y.numpy(), y[keep].astype(np.int64) - 5)
     np.testing.assert_allclose(task.x.numpy()[:, 0], x[keep] / 255.0, rtol=0, atol=1e-7)
-
-
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def _dump(path: Path, obj: dict) -> None:
-    # str keys: torchvision reads the original (Python 2) pickles with encoding="latin1",
-    # which turns their byte-string keys b'data', b'labels' into str.
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-@pytest.fixture
-def cifar10_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    rng = np.random.default_rng(10)
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    batches = {}
-    for name, n in [(f"data_batch_{i}", 6) for i in range(1, 6)] + [("test_batch", 10)]:
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, size=n)]
-        _dump(folder / name, {"data": data, "labels": labels, "batch_label": name})
-        batches[name] = (data, labels)
-    _dump(folder / "batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
-    monkeypatch.setattr(tvd.CIFAR10, "train_list",
-                        [[f"data_batch_{i}", _md5(folder / f"data_batch_{i}")] for i in range(1, 6)])
-    monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]])
-    monkeypatch.setattr(tvd.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names",
-                                              "md5": _md5(folder / "batches.meta")})
-    return tmp_path, batches
 
 
 def test_torchvision_cifar10_roundtrip(cifar10_root):

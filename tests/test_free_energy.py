@@ -27,14 +27,7 @@ from ctd_lib.free_energy import (
 TINY = dict(hidden=32, latent=4, classifier_hidden=8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: the test machine's two cores are shared, and oversubscribed threads
-    make these tiny models up to 10x slower. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

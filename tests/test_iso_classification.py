@@ -32,13 +32,7 @@ TINY = dict(hidden=32, latent=4, classifier_hidden=8)
 FAST = EquilibrationConfig(steps=30, peak_lr=3e-3, batch_size=32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread on the shared two-core test machine (see test_free_energy.py). Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,11 @@ torchvision's format. Tolerances are stated next to each comparison.
 """
 from __future__ import annotations
 
-import hashlib
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torchvision.datasets as tvd
 
 from ctd_lib import iso_transfer as IT
 from ctd_lib.data import Task, TaskSpec, make_task
@@ -55,13 +52,7 @@ def _task(name: str, labels, n_per_class: int, seed: int, shape=SHAPE, num_class
                 input_shape=tuple(shape))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and far faster than on two when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -363,36 +354,6 @@ def test_baselines(source_model, tasks):
 
 
 # ---------------------------------------------------------------- CIFAR-10 path
-
-
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def _dump(path: Path, obj: dict) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-@pytest.fixture
-def cifar10_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A CIFAR-10 folder in torchvision's on-disk format (as in tests/test_data.py)."""
-    rng = np.random.default_rng(10)
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    batches = {}
-    for name, n in [(f"data_batch_{i}", 6) for i in range(1, 6)] + [("test_batch", 10)]:
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, size=n)]
-        _dump(folder / name, {"data": data, "labels": labels, "batch_label": name})
-        batches[name] = (data, labels)
-    _dump(folder / "batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
-    monkeypatch.setattr(tvd.CIFAR10, "train_list",
-                        [[f"data_batch_{i}", _md5(folder / f"data_batch_{i}")] for i in range(1, 6)])
-    monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]])
-    monkeypatch.setattr(tvd.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names",
-                                              "md5": _md5(folder / "batches.meta")})
-    return tmp_path, batches
 
 
 @pytest.mark.parametrize("interpolation", ["mixture", "ot"])
