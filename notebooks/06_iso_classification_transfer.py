@@ -51,7 +51,11 @@
 # from the source model's $(R, D)$ to that of a model equilibrated on the target at the same
 # $(\lambda_0, \gamma_0)$. When the 2x2 matrix of Eq. (30) is singular or badly conditioned, the
 # step falls back to the heuristic with $\dot\lambda = 0$, and if $\partial C/\partial\gamma$ is zero
-# too, the multipliers are left unchanged; every fallback is counted and shown. For the mixture the
+# too, the multipliers are left unchanged; every fallback is counted and shown. A trust region
+# (`max_rel_change`) keeps each multiplier within a factor $1 + $ `max_rel_change` of its previous value
+# per step (without it, one step of Eq. 30 sent $\gamma$ to its floor); every clip is counted.
+# Equilibration peaks at `peak_lr` = 3e-3, twice the 1.5e-3 of Sec. 5.1, because the CPU scale
+# equilibrates for only a few hundred updates per step. For the mixture the
 # functionals at $t$ are the exact mixtures $(1-t)\,\cdot_s + t\,\cdot_t$ of those measured on fixed
 # source and target sets.
 #
