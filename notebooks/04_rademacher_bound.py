@@ -43,12 +43,14 @@
 # exceeds $\epsilon$ is at most
 #
 # $$
-# \begin{aligned}
-# &2K \exp\Big\{-\frac{2}{M^2}\big(\epsilon - 2S\big)^2\Big\}, \\
-# &S = \sum_{k=1}^K \Delta\tau_k\, \mathbb{E}_{x\sim p_{\tau_k}}
+# 2K \exp\Big\{-\frac{2}{M^2}\big(\epsilon - 2S\big)^2\Big\}, \tag{14, as printed}
+# $$
+#
+# where
+#
+# $$
+# S = \sum_{k=1}^K \Delta\tau_k\, \mathbb{E}_{x\sim p_{\tau_k}}
 #   \sqrt{\langle \dot w(\tau_k), g(w(\tau_k))\,\dot w(\tau_k)\rangle}.
-# \end{aligned}
-# \tag{14, as printed}
 # $$
 #
 # We rebuild the statement from its ingredients. Write
@@ -65,14 +67,11 @@
 #   $G_k(w(\tau_{k-1})) > \epsilon - 2\delta_k \ge \epsilon - 2\sum_j\delta_j$; over the $K$ instants,
 #
 # $$
-# \begin{aligned}
-# &P\Big(\frac1K\sum_{k=1}^K G_k(w(\tau_k)) > \epsilon\Big) \\
-# &\quad\le 2K\exp\Big(-\frac{2N}{M^2}\big(\epsilon - 2\textstyle\sum_k \delta_k\big)^2\Big)
-# \end{aligned}
+# P\big(\bar G > \epsilon\big) \le 2K\exp\Big(-\frac{2N}{M^2}\big(\epsilon - 2\textstyle\sum_k \delta_k\big)^2\Big),
 # \tag{14'}
 # $$
 #
-#   for $\epsilon > 2\sum_k\delta_k$, which is the printed condition on $\epsilon$ when $\Delta\ell$ is
+#   with $\bar G = \frac1K\sum_{k=1}^K G_k(w(\tau_k))$ the averaged gap, for $\epsilon > 2\sum_k\delta_k$, which is the printed condition on $\epsilon$ when $\Delta\ell$ is
 #   read as a rate of change.
 # - **A3 (speed).** For the log-loss with labels drawn from the model,
 #   $\mathbb{E}_y[(d\ell/d\tau)^2] = \dot w^\top g_x \dot w$, so

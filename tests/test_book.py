@@ -197,3 +197,32 @@ def test_real_browser_renders_math_and_figures_offline(book):
     figures = [p for p in requested if p.startswith("/_images/")]
     assert figures and all(requested[p] == "200" for p in figures), f"figures not loaded: {figures}"
     assert shot.exists() and shot.stat().st_size > 20_000, "no usable screenshot"
+
+
+def test_every_chapter_typesets_its_math_without_errors(book):
+    """MathJax must typeset every chapter and the scorecard, and report no error (an unsupported
+    command or environment shows as an mjx-merror node, not as a build warning)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is not installed: run `make browser` (apt-get install chromium)"
+    handler = functools.partial(_LoggingHandler, directory=str(book["html"]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
+    problems = {}
+    try:
+        for name in CHAPTERS:
+            url = f"http://127.0.0.1:{server.server_address[1]}/notebooks/{name}.html"
+            with tempfile.TemporaryDirectory() as profile:
+                dom = subprocess.run(
+                    [chromium, *flags, f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom", url],
+                    capture_output=True, text=True, timeout=180,
+                ).stdout
+            if "<mjx-container" not in dom:
+                problems[name] = "no typeset math"
+            errors = re.findall(r'data-mjx-error="([^"]*)"', dom)
+            if errors or "<mjx-merror" in dom:
+                problems[name] = errors or ["mjx-merror"]
+    finally:
+        server.shutdown()
+    assert not problems, f"MathJax problems: {problems}"
