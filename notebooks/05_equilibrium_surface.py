@@ -251,8 +251,7 @@ print("Hessian eigenvalues of F at interior grid points:", np.round(l3.hessian_e
 #
 # A model at equilibrium for $(\lambda, \gamma)$ is equilibrated for a slightly different
 # $(\lambda', \gamma')$ with the schedule $\eta(t)$. $F$ is continuous in $(\lambda, \gamma)$, so the free
-# energy after equilibration should be about the one before, and about that of a model trained from
-# scratch at $(\lambda', \gamma')$.
+# energy after equilibration should be about the one before.
 
 # %%
 (l0, g0), (l1, g1) = equilibrium_change
