@@ -58,7 +58,16 @@ from ._progress import progress
 from .data import Task
 from .geometry import CONVENTIONS, LengthMeter, TrajectoryLength, flat_parameters, kl_categorical, set_flat_parameters
 from .interpolation import make_sampler
-from .training import _rng_state, _set_rng_state, batchnorm_modules, cross_entropy, frozen_batchnorm_stats
+from .training import (
+    _copy_buffers,
+    _device_of,
+    _load_buffers,
+    _rng_state,
+    _set_rng_state,
+    batchnorm_modules,
+    cross_entropy,
+    frozen_batchnorm_stats,
+)
 from .transport import BlockPlan, block_plan, feature_cost, match_blocks, proximal_plan
 
 INTERPOLATIONS = ("beta-mixup", "displacement")
@@ -130,26 +139,6 @@ def tau_at(step: int, steps: int, schedule: str) -> float:
     return u if schedule == "linear" else math.sin(0.5 * math.pi * u) ** 2
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    """Where the model's parameters live (inputs are moved there)."""
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def _buffers(model: nn.Module) -> list:
-    """Copies of all the model's buffers (batch-norm running statistics and counters)."""
-    return [b.detach().clone() for b in model.buffers()]
-
-
-def _set_buffers(model: nn.Module, buffers: list) -> None:
-    bufs = list(model.buffers())
-    if len(bufs) != len(buffers):
-        raise ValueError(f"buffers has {len(buffers)} tensors; the model has {len(bufs)}")
-    with torch.no_grad():
-        for b, v in zip(bufs, buffers):
-            b.copy_(v)
-
-
 def _has_dropout(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
 
@@ -206,7 +195,7 @@ def pair_kl_cost(
                          f"({'None' if buffers is None else len(buffers)}) must have one entry per checkpoint")
     model_was = model.training
     model.eval()
-    w_orig, b_orig = flat_parameters(model), _buffers(model)
+    w_orig, b_orig = flat_parameters(model), _copy_buffers(model)
     dev = _device_of(model)
     xs, xt = xs.to(dev), xt.to(dev)
     src = plan.assignment.source_blocks
@@ -218,7 +207,7 @@ def pair_kl_cost(
     def load(m: int) -> None:
         set_flat_parameters(model, checkpoints[m])
         if buffers is not None:
-            _set_buffers(model, buffers[m])
+            _load_buffers(model, buffers[m])
 
     try:
         for m in range(len(checkpoints) - 1):
@@ -234,7 +223,7 @@ def pair_kl_cost(
                 total[a : a + chunk] += (2.0 * kl).sqrt().cpu()
     finally:
         set_flat_parameters(model, w_orig)
-        _set_buffers(model, b_orig)
+        _load_buffers(model, b_orig)
         model.train(model_was)
     out, offset = [], 0
     for i, j in zip(src, tgt):
@@ -333,7 +322,7 @@ def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed,
     for step in progress(range(cfg.steps + 1), desc=desc, enabled=show_progress):
         if step in ck_steps:
             checkpoints.append(flat_parameters(model))
-            ck_buf.append(_buffers(model))
+            ck_buf.append(_copy_buffers(model))
             ck_tau.append(tau_at(min(step, cfg.steps - 1), cfg.steps, cfg.schedule))
         if step in eval_steps:
             evaluate(step)

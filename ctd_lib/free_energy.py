@@ -78,6 +78,7 @@ from torch import Tensor, nn
 
 from ._checks import check_choice, check_in_range, check_nonnegative, check_positive
 from ._progress import progress
+from .training import _device_of
 
 __all__ = [
     "DECODERS",
@@ -439,11 +440,6 @@ class FreeEnergyTerms:
             accuracy=(1 - t) * a.accuracy + t * b.accuracy,
             n=a.n + b.n,
         )
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _check_xy(x, y) -> tuple[Tensor, Tensor]:

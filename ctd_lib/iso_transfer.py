@@ -117,6 +117,7 @@ from .free_energy import (
     measure,
 )
 from .interpolation import InterpolatedBatch, make_sampler
+from .training import _device_of
 from .transport import BlockPlan, block_plan, exact_plan, match_blocks, pixel_cost
 
 __all__ = [
@@ -241,11 +242,6 @@ def _slope_equilibration(config: IsoTransferConfig) -> EquilibrationConfig:
 # ----------------------------------------------------------------------------
 # data at time t
 # ----------------------------------------------------------------------------
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _subset(n: int, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -106,6 +106,7 @@ from torch import nn
 
 from ._checks import check_in_range, check_nonnegative, check_positive
 from .geometry import kl_categorical, set_flat_parameters
+from .training import _load_buffers
 
 __all__ = [
     "RademacherEstimate",
@@ -365,15 +366,6 @@ class TrajectoryGap:
         return self.train_loss_change <= self.loss_change + 1e-12
 
 
-def _set_buffers(model: nn.Module, buffers) -> None:
-    bufs = list(model.buffers())
-    if len(bufs) != len(buffers):
-        raise ValueError(f"buffers has {len(buffers)} tensors for one checkpoint; the model has {len(bufs)}")
-    with torch.no_grad():
-        for b, v in zip(bufs, buffers):
-            b.copy_(v)
-
-
 @torch.no_grad()
 def trajectory_gap(model: nn.Module, checkpoints, taus, train_batches, population_batches, *,
                    loss_bound: float, buffers=None) -> TrajectoryGap:
@@ -416,7 +408,7 @@ def trajectory_gap(model: nn.Module, checkpoints, taus, train_batches, populatio
     def load(k: int) -> None:
         set_flat_parameters(m, checkpoints[k].to(dev))
         if buffers is not None:
-            _set_buffers(m, buffers[k])
+            _load_buffers(m, buffers[k])
 
     def batch(b):
         x, y = b

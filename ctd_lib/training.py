@@ -199,6 +199,27 @@ def train_sgd(
     return TrainResult(losses=losses.numpy(), length=length, checkpoints=checkpoints, wall_time=wall)
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (inputs are moved there); the CPU for a model without any."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _copy_buffers(model: nn.Module) -> list:
+    """Copies of all the model's buffers (batch-norm running statistics and counters)."""
+    return [b.detach().clone() for b in model.buffers()]
+
+
+def _load_buffers(model: nn.Module, buffers: list) -> None:
+    """Put ``buffers`` (as from :func:`_copy_buffers`) back into ``model``, in place."""
+    bufs = list(model.buffers())
+    if len(bufs) != len(buffers):
+        raise ValueError(f"buffers has {len(buffers)} tensors; the model has {len(bufs)}")
+    with torch.no_grad():
+        for b, v in zip(bufs, buffers):
+            b.copy_(v)
+
+
 def _rng_state(device: torch.device):
     """The random state that dropout in a forward pass on ``device`` draws from."""
     if device.type == "cuda":
