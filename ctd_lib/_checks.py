@@ -36,6 +36,13 @@ def check_positive(name: str, value: Any, *, integer: bool = False) -> Any:
     return value
 
 
+def check_count(name: str, value: Any) -> int:
+    """Return ``value`` if it is an integer >= 0 (not a bool): a seed, a count that may be zero."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= 0")
+    return value
+
+
 def check_nonnegative(name: str, value: Any) -> Any:
     """Return ``value`` if it is a finite number >= 0."""
     try:

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ._checks import check_choice, check_in_range, check_nonnegative, check_positive
+from ._checks import check_choice, check_count, check_in_range, check_nonnegative, check_positive
 from .data import Task
 from .training import SGDConfig, accuracy, minibatch_sampler, train_sgd
 
@@ -60,13 +60,6 @@ FISHER_KINDS = ("model", "empirical", "exact")
 PARAMETER_SETS = ("features", "all", "head")
 #: How the per-weight diagonal is reduced (see :class:`Task2VecConfig`).
 REDUCTIONS = ("none", "filter")
-
-
-def _check_count(name: str, value) -> int:
-    """An integer >= 0 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= 0")
-    return value
 
 
 def _check_seed(value) -> int:
@@ -302,7 +295,7 @@ class Task2VecConfig:
         check_choice("parameters", self.parameters, PARAMETER_SETS)
         check_choice("fisher", self.fisher, FISHER_KINDS)
         check_positive("mc_samples", self.mc_samples, integer=True)
-        _check_count("head_steps", self.head_steps)
+        check_count("head_steps", self.head_steps)
         check_positive("head_lr", self.head_lr)
         check_choice("reduction", self.reduction, REDUCTIONS)
         _check_seed(self.seed)

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_positive
+from ._checks import check_choice, check_count, check_positive
 
 __all__ = [
     "ArrayData",
@@ -476,11 +476,6 @@ def _validate_spec(spec: TaskSpec) -> tuple[int, ...]:
     return tuple(int(c) for c in classes)
 
 
-def _check_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}={value!r} is not valid; it must be an integer >= 0")
-
-
 def make_task(name_or_spec: str | TaskSpec, split: str = "train", *,
               root: str | os.PathLike | None = None, n_per_class: int | None = None,
               seed: int = 0, label_offset: int | None = None, download: bool = False) -> Task:
@@ -524,9 +519,9 @@ def make_task(name_or_spec: str | TaskSpec, split: str = "train", *,
     check_choice("split", split, info.splits)
     if n_per_class is not None:
         check_positive("n_per_class", n_per_class, integer=True)
-    _check_int("seed", seed)
+    check_count("seed", seed)
     if label_offset is not None:
-        _check_int("label_offset", label_offset)
+        check_count("label_offset", label_offset)
     if info.needs_root:
         _check_root(spec.dataset, root, download)
 

@@ -104,7 +104,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_positive
+from ._checks import check_choice, check_count, check_positive
 from ._progress import progress
 from .data import Task
 from .free_energy import (
@@ -198,8 +198,7 @@ class IsoTransferConfig:
             check_positive("max_rel_change", self.max_rel_change)
         for name in ("eval_size", "ot_block_size", "n_z_measure"):
             check_positive(name, getattr(self, name), integer=True)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed={self.seed!r} is not valid; it must be an integer >= 0")
+        check_count("seed", self.seed)
 
     def to_dict(self) -> dict:
         return asdict(self)

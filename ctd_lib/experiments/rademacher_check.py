@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_in_range, check_positive
+from .._checks import check_choice, check_count, check_in_range, check_positive
 from .._progress import progress
 from ..coupled import (
     CoupledConfig,
@@ -151,9 +151,7 @@ class RademacherCheckConfig:
         for t in taus:
             check_in_range("rademacher_taus", t, 0.0, 1.0)
         for name in ("seed", "threads"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{name}={v!r} is not valid; it must be an integer >= 0")
+            check_count(name, getattr(self, name))
 
     def coupled_config(self, seed: int) -> CoupledConfig:
         """The :class:`~ctd_lib.coupled.CoupledConfig` of both transfers, with ``K + 1`` cost checkpoints."""
@@ -293,8 +291,7 @@ def run_draw(config: RademacherCheckConfig, draw: int, *, held_out: tuple[Task, 
     """
     if not isinstance(config, RademacherCheckConfig):
         raise ValueError(f"config must be a RademacherCheckConfig; got {type(config).__name__}")
-    if isinstance(draw, bool) or not isinstance(draw, int) or draw < 0:
-        raise ValueError(f"draw={draw!r} is not valid; it must be an integer >= 0")
+    check_count("draw", draw)
     with limited_threads(config.threads):
         return _run_draw(config, draw, held_out)
 
