@@ -52,6 +52,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -79,8 +80,11 @@ __all__ = [
     "Lemma3Check",
     "Partials",
     "SurfaceGrid",
+    "central_differences",
     "equilibrium_surface",
     "finite_difference_partials",
+    "first_law_check",
+    "fixed_multiplier_control",
     "iso_c_max_rel_change",
     "iso_classification",
     "lemma3_check",
@@ -406,18 +410,31 @@ def finite_difference_partials(
         equilibrate(m, sampler, lam_p, gamma_p, equilibration, show_progress=False)
         return measure(m, x_eval, y_eval, n_z=n_z_measure, seed=seed)
 
+    return Partials(**central_differences(probe, lam, gamma, h_lambda, h_gamma), n_probes=4)
+
+
+def central_differences(probe: Callable[[float, float], FreeEnergyTerms], lam: float, gamma: float,
+                        h_lambda: float, h_gamma: float) -> dict:
+    r"""Central differences of :math:`R, D, C` in :math:`\lambda` and :math:`\gamma`.
+
+    .. math::
+
+        \frac{\partial X}{\partial\lambda} \approx \frac{X(\lambda + h_\lambda, \gamma) - X(\lambda - h_\lambda, \gamma)}{2h_\lambda},
+        \qquad X \in \{R, D, C\},
+
+    and likewise in :math:`\gamma`. ``probe(lam', gamma')`` returns the
+    :class:`~ctd_lib.free_energy.FreeEnergyTerms` of a model equilibrated at
+    (``lam'``, ``gamma'``); it is called four times, in the order
+    :math:`+h_\lambda, -h_\lambda, +h_\gamma, -h_\gamma`. Returns the six
+    derivatives keyed ``dR_dlambda``, ``dR_dgamma``, ..., ``dC_dgamma``.
+    """
     lp, lm = probe(lam + h_lambda, gamma), probe(lam - h_lambda, gamma)
     gp, gm = probe(lam, gamma + h_gamma), probe(lam, gamma - h_gamma)
-
-    def diff(plus, minus, name, h):
-        return (getattr(plus, name) - getattr(minus, name)) / (2.0 * h)
-
-    return Partials(
-        dR_dlambda=diff(lp, lm, "rate", h_lambda), dR_dgamma=diff(gp, gm, "rate", h_gamma),
-        dD_dlambda=diff(lp, lm, "distortion", h_lambda), dD_dgamma=diff(gp, gm, "distortion", h_gamma),
-        dC_dlambda=diff(lp, lm, "classification", h_lambda), dC_dgamma=diff(gp, gm, "classification", h_gamma),
-        n_probes=4,
-    )
+    out = {}
+    for short, name in (("R", "rate"), ("D", "distortion"), ("C", "classification")):
+        out[f"d{short}_dlambda"] = float((getattr(lp, name) - getattr(lm, name)) / (2.0 * h_lambda))
+        out[f"d{short}_dgamma"] = float((getattr(gp, name) - getattr(gm, name)) / (2.0 * h_gamma))
+    return out
 
 
 @dataclass(frozen=True)

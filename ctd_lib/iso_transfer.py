@@ -117,6 +117,7 @@ from .free_energy import (
     measure,
 )
 from .interpolation import InterpolatedBatch, make_sampler
+from .iso_classification import central_differences
 from .training import _device_of
 from .transport import BlockPlan, block_plan, exact_plan, match_blocks, pixel_cost
 
@@ -430,18 +431,14 @@ def transfer_partials(model: nn.Module, path: TaskPath, t: float, t_next: float,
     def probe(lam_p: float, gamma_p: float, t_p: float, sampler) -> FreeEnergyTerms:
         return path.terms(_equilibrated_copy(model, sampler, lam_p, gamma_p, fd), t_p, n_z=cfg.n_z_measure, seed=seed)
 
-    lp, lm = probe(lam + h_l, gamma, t, here), probe(lam - h_l, gamma, t, here)
-    gp, gm = probe(lam, gamma + h_g, t, here), probe(lam, gamma - h_g, t, here)
+    d = central_differences(lambda lam_p, gamma_p: probe(lam_p, gamma_p, t, here), lam, gamma, h_l, h_g)
     dt = t_next - t
     if cfg.t_derivative == "equilibrate":
         t0, t1 = probe(lam, gamma, t, here), probe(lam, gamma, t_next, path.batch_sampler(t_next))
     else:
         t0 = path.terms(model, t, n_z=cfg.n_z_measure, seed=seed)
         t1 = path.terms(model, t_next, n_z=cfg.n_z_measure, seed=seed)
-    d = {}
     for short, name in (("R", "rate"), ("D", "distortion"), ("C", "classification")):
-        d[f"d{short}_dlambda"] = (getattr(lp, name) - getattr(lm, name)) / (2 * h_l)
-        d[f"d{short}_dgamma"] = (getattr(gp, name) - getattr(gm, name)) / (2 * h_g)
         d[f"d{short}_dt"] = (getattr(t1, name) - getattr(t0, name)) / dt
     return TransferPartials(**{k: float(v) for k, v in d.items()}, h_lambda=h_l, h_gamma=h_g, dt=dt)
 

@@ -287,3 +287,19 @@ def test_fixed_multiplier_control_is_the_process_without_its_steps(task, trained
     assert not np.all(control == control[0])  # the equilibrations did move C: the check is not vacuous
     with pytest.raises(ValueError, match="gamma"):
         fixed_multiplier_control(trained, x, y, 0.5, -1.0, cfg)
+
+
+def test_central_differences_are_exact_for_quadratic_terms_and_probe_in_order():
+    calls = []
+
+    def probe(lam, gamma):  # R = lam^2 + gamma, D = 3 lam gamma, C = gamma^2: central differences are exact
+        calls.append((lam, gamma))
+        return FreeEnergyTerms(rate=lam ** 2 + gamma, distortion=3 * lam * gamma, classification=gamma ** 2,
+                               accuracy=1.0, n=1)
+
+    d = iso.central_differences(probe, 0.5, 2.0, 0.1, 0.25)
+    assert calls == [(0.6, 2.0), (0.4, 2.0), (0.5, 2.25), (0.5, 1.75)]
+    expected = dict(dR_dlambda=1.0, dR_dgamma=1.0, dD_dlambda=6.0, dD_dgamma=1.5, dC_dlambda=0.0, dC_dgamma=4.0)
+    assert d.keys() == expected.keys()
+    for k, v in expected.items():
+        assert d[k] == pytest.approx(v, abs=1e-12), k
