@@ -24,8 +24,11 @@
 #
 # $$
 # R = \mathbb{E}_{x}\Big[\int dz\, e(z|x)\log\frac{e(z|x)}{m(z)}\Big],\qquad
-# D = \mathbb{E}_{x}\Big[-\int dz\, e(z|x)\log d(x|z)\Big],\qquad
-# C = \mathbb{E}_{x}\Big[-\int dz\, e(z|x)\log c(y_x|z)\Big]. \tag{1, 4}
+# D = \mathbb{E}_{x}\Big[-\int dz\, e(z|x)\log d(x|z)\Big], \tag{1}
+# $$
+#
+# $$
+# C = \mathbb{E}_{x}\Big[-\int dz\, e(z|x)\log c(y_x|z)\Big]. \tag{4}
 # $$
 #
 # Minimising $R + \lambda D + \gamma C$ over the parameters reaches the **equilibrium surface**
@@ -64,8 +67,8 @@
 # `peak_lr`; the finite-difference probes are central, with half-widths relative to $\lambda$ and
 # $\gamma$, each a short equilibration from the current weights with the same seed.
 #
-# Everything runs on 8,000 real MNIST digits at sizes a CPU handles in minutes: a coarse grid,
-# short training. `params/paper/05_equilibrium_surface.yml` holds the paper's setting (the five
+# Everything runs on a few thousand real MNIST digits (`n_per_class` per digit) at sizes a CPU handles
+# in minutes: a coarse grid, short training. `params/paper/05_equilibrium_surface.yml` holds the paper's setting (the five
 # $\gamma$ of Fig. 2, longer training and equilibration).
 
 # %% tags=["parameters"]
