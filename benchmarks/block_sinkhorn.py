@@ -29,7 +29,8 @@ import numpy as np
 import ot
 import torch
 
-from ctd_lib.transport import block_plan, feature_cost, match_blocks
+from ctd_lib.transport.blocks import block_plan, match_blocks
+from ctd_lib.transport.costs import feature_cost
 
 
 def raw_pot_loop(costs, eps, max_iter, tol):

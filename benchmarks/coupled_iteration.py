@@ -17,10 +17,17 @@ import time
 import numpy as np
 import torch
 
-from ctd_lib.coupled import CoupledConfig, initial_coupling, pair_kl_cost, proximal_update, run_trajectory, train_source_model
 from ctd_lib.data import make_task
+from ctd_lib.geometry.sgd import SGDConfig, minibatch_sampler, train_sgd
 from ctd_lib.models import make_model
-from ctd_lib.training import SGDConfig, minibatch_sampler, train_sgd
+from ctd_lib.task_distance.coupled import (
+    CoupledConfig,
+    initial_coupling,
+    pair_kl_cost,
+    proximal_update,
+    run_trajectory,
+    train_source_model,
+)
 
 
 def main() -> None:

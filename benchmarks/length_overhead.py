@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ctd_lib.data import make_task
+from ctd_lib.geometry.sgd import SGDConfig, measure_length_overhead, minibatch_sampler
 from ctd_lib.models import make_model
-from ctd_lib.training import SGDConfig, measure_length_overhead, minibatch_sampler
 
 
 def main() -> None:

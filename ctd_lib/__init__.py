@@ -1,70 +1,93 @@
-"""ctd_lib: the library behind ctd-book.
+"""ctd_lib: the library behind ctd-book, in two halves, one per paper.
 
-Fisher-Rao lengths of weight trajectories, optimal-transport interpolation of
-tasks, the coupled transfer distance, its baselines and its Rademacher view
-(Gao & Chaudhari 2021); the rate, distortion and classification functionals,
-the equilibrium surface, the iso-classification process and iso-classification
-transfer (Gao & Chaudhari 2020); the data sets and models of the book, and the
-results contract that every chapter uses. Each submodule holds one idea; the names users call are
-re-exported here.
+* :mod:`ctd_lib.geometry`, :mod:`ctd_lib.transport` and :mod:`ctd_lib.task_distance`: seed 000
+  (Gao & Chaudhari 2021), Fisher-Rao lengths of weight trajectories, optimal-transport
+  interpolation of tasks, the coupled transfer distance, its baselines and its Rademacher view;
+* :mod:`ctd_lib.free_energy`: seed 004 (Gao & Chaudhari 2020), the rate, distortion and
+  classification functionals, the equilibrium surface, the iso-classification process and
+  iso-classification transfer;
+* :mod:`ctd_lib.data`, :mod:`ctd_lib.models`, :mod:`ctd_lib.results`: the data sets, networks and
+  results contract both halves use; :mod:`ctd_lib.experiments`: one module per chapter of the book.
+
+The names a user calls are re-exported here. Names that this module used to export are still
+found (with a ``DeprecationWarning`` that names their new home).
 """
-from .baselines import FineTuneConfig, Task2VecConfig, fine_tuning_distance, task2vec_distance, task2vec_embedding
-from .coupled import CoupledConfig, TransferResult, coupled_transfer_distance, uncoupled_transfer_distance
-from .data import TASKS, Task, TaskSpec, fetch_mnist10k, load_dataset, make_task
+from __future__ import annotations
+
+import importlib as _importlib
+import warnings as _warnings
+
+from .data import Task, make_task
 from .free_energy import (
     EquilibrationConfig,
-    FreeEnergyModelConfig,
     FreeEnergyTerms,
-    array_sampler,
-    equilibrate,
+    IsoClassificationConfig,
+    IsoTransferConfig,
+    IsoTransferResult,
     make_free_energy_model,
     measure,
     train_equilibrium,
 )
-from .geometry import (
-    CONVENTIONS,
-    LengthMeter,
-    TrajectoryLength,
-    fim_kl_check,
-    fisher_matrix,
-    kl_categorical,
-    length_increment,
-    path_length,
-)
-from .interpolation import make_sampler
-# the processes themselves stay in their modules (ctd_lib.iso_classification.iso_classification,
-# ctd_lib.iso_transfer.iso_transfer): a function re-exported under its module's name would hide the module
-from .iso_classification import IsoClassificationConfig, equilibrium_surface, lemma3_check
-from .iso_transfer import IsoTransferConfig, IsoTransferResult, finetune_baseline, scratch_baseline
-from .matrices import DistanceMatrix, distance_matrix
-from .models import MODEL_NAMES, make_model
-from .rademacher import classical_bound, rademacher_linear, theorem5_bound, trajectory_gap
+from .geometry import path_length, train_sgd
+from .models import make_model
 from .results import Claim, read_results, write_results
-from .stats import compare_distance_matrices, mantel_asymmetric, mantel_symmetric
-from .training import SGDConfig, TrainResult, measure_length_overhead, train_sgd
-from .transport import (
-    BlockPlan,
-    OTPlan,
-    block_plan,
-    entropic_plan,
-    exact_plan,
-    match_blocks,
-    proximal_plan,
-    wasserstein2,
+from .task_distance import (
+    CoupledConfig,
+    DistanceMatrix,
+    FineTuneConfig,
+    Task2VecConfig,
+    TransferResult,
+    coupled_transfer_distance,
+    distance_matrix,
+    fine_tuning_distance,
+    mantel_asymmetric,
+    task2vec_distance,
+    uncoupled_transfer_distance,
 )
+from .transport import wasserstein2
 
 __all__ = [
-    "EquilibrationConfig", "FreeEnergyModelConfig", "FreeEnergyTerms", "IsoClassificationConfig", "IsoTransferConfig",
-    "IsoTransferResult", "array_sampler", "classical_bound", "equilibrate", "equilibrium_surface", "finetune_baseline",
-    "lemma3_check", "make_free_energy_model", "measure", "rademacher_linear",
-    "scratch_baseline", "theorem5_bound", "train_equilibrium", "trajectory_gap",
-    "BlockPlan", "CONVENTIONS", "Claim", "CoupledConfig", "DistanceMatrix", "FineTuneConfig", "LengthMeter",
-    "MODEL_NAMES", "OTPlan", "SGDConfig", "TASKS", "Task", "Task2VecConfig", "TaskSpec", "TrainResult",
-    "TrajectoryLength", "TransferResult", "block_plan", "compare_distance_matrices", "coupled_transfer_distance",
-    "distance_matrix", "entropic_plan", "exact_plan", "fetch_mnist10k", "fim_kl_check", "fine_tuning_distance",
-    "fisher_matrix", "kl_categorical", "length_increment", "load_dataset", "make_model", "make_sampler",
-    "make_task", "mantel_asymmetric", "mantel_symmetric", "match_blocks", "measure_length_overhead", "path_length",
-    "proximal_plan", "read_results", "task2vec_distance", "task2vec_embedding", "train_sgd",
-    "uncoupled_transfer_distance", "wasserstein2", "write_results",
+    # data and models
+    "Task", "make_task", "make_model",
+    # seed 000: the distances, their configs and results
+    "CoupledConfig", "TransferResult", "coupled_transfer_distance", "uncoupled_transfer_distance",
+    "FineTuneConfig", "fine_tuning_distance", "Task2VecConfig", "task2vec_distance", "wasserstein2",
+    "DistanceMatrix", "distance_matrix", "mantel_asymmetric", "path_length", "train_sgd",
+    # seed 004: equilibrium and the processes' configs and results
+    "EquilibrationConfig", "FreeEnergyTerms", "make_free_energy_model", "measure", "train_equilibrium",
+    "IsoClassificationConfig", "IsoTransferConfig", "IsoTransferResult",
+    # the results contract
+    "Claim", "read_results", "write_results",
 ]
 __version__ = "0.1.0"
+
+# Names this module exported before the library was split in two halves: where they live now.
+_MOVED = {
+    "task2vec_embedding": "task_distance.task2vec",
+    **dict.fromkeys(("TASKS", "TaskSpec", "fetch_mnist10k", "load_dataset"), "data"),
+    "FreeEnergyModelConfig": "free_energy.model",
+    **dict.fromkeys(("array_sampler", "equilibrate"), "free_energy.equilibrate"),
+    **dict.fromkeys(("CONVENTIONS", "LengthMeter", "TrajectoryLength", "kl_categorical", "length_increment"),
+                    "geometry.length"),
+    **dict.fromkeys(("fim_kl_check", "fisher_matrix"), "geometry.fim"),
+    **dict.fromkeys(("SGDConfig", "TrainResult", "measure_length_overhead"), "geometry.sgd"),
+    "make_sampler": "transport.interpolation",
+    **dict.fromkeys(("equilibrium_surface", "lemma3_check"), "free_energy.surface"),
+    **dict.fromkeys(("finetune_baseline", "scratch_baseline"), "free_energy.transfer_baselines"),
+    "MODEL_NAMES": "models",
+    **dict.fromkeys(("classical_bound", "rademacher_linear", "theorem5_bound", "trajectory_gap"),
+                    "task_distance.rademacher"),
+    **dict.fromkeys(("compare_distance_matrices", "mantel_symmetric"), "task_distance.stats"),
+    **dict.fromkeys(("BlockPlan", "block_plan", "match_blocks"), "transport.blocks"),
+    **dict.fromkeys(("OTPlan", "entropic_plan", "exact_plan"), "transport.dense"),
+    "proximal_plan": "transport.proximal",
+}
+
+
+def __getattr__(name: str):
+    """Old top-level names, resolved lazily with a warning that says where they moved."""
+    home = _MOVED.get(name)
+    if home is None:
+        raise AttributeError(f"module 'ctd_lib' has no attribute {name!r}")
+    _warnings.warn(f"ctd_lib.{name} moved to ctd_lib.{home}.{name}", DeprecationWarning, stacklevel=2)
+    return getattr(_importlib.import_module(f".{home}", __name__), name)

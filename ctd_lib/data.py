@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_count, check_positive
+from ._util.checks import check_choice, check_count, check_positive
 
 __all__ = [
     "ArrayData",

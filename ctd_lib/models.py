@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._checks import check_choice, check_in_range, check_positive
+from ._util.checks import check_choice, check_in_range, check_positive
 
 __all__ = [
     "MODEL_NAMES",

@@ -31,8 +31,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ._checks import check_choice
-from ._io import atomic_write_text
+from ._util.checks import check_choice
+from ._util.io import atomic_write_text
+
+__all__ = ["SCALES", "SCHEMA", "Claim", "ResultsError", "collect_results", "provenance", "read_results",
+           "scorecard_markdown", "write_results"]
 
 SCHEMA = 1
 SCALES = ("cpu", "paper", "smoke")
@@ -108,7 +111,7 @@ def provenance(parameters: Mapping, *, wall_time: float, device: str, cwd: str |
         "platform": platform.platform(),
         "versions": versions,
         "wall_time_s": float(wall_time),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 

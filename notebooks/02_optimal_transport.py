@@ -82,10 +82,9 @@ import numpy as np
 import torch
 from myst_nb import glue
 
-from ctd_lib._checks import check_choice, check_in_range, check_positive
-from ctd_lib.coupled import penultimate_features, train_source_model
+from ctd_lib._util.checks import check_choice, check_in_range, check_positive
 from ctd_lib.data import TASKS, fetch_mnist10k, make_task
-from ctd_lib.experiments.transport_demo import (
+from ctd_lib.experiments.optimal_transport import (
     batched_vs_loop,
     block_size_study,
     bures_check,
@@ -95,10 +94,10 @@ from ctd_lib.experiments.transport_demo import (
     point_clouds,
     proximal_sweep,
 )
-from ctd_lib.interpolation import make_sampler
 from ctd_lib.models import make_model
 from ctd_lib.results import Claim, write_results
-from ctd_lib.transport import entropic_plan, exact_plan, feature_cost, pixel_cost, uniform
+from ctd_lib.task_distance import penultimate_features, train_source_model
+from ctd_lib.transport import entropic_plan, exact_plan, feature_cost, make_sampler, pixel_cost, uniform
 
 # validate every parameter before any work
 for _name in ("n_points", "bures_n", "n_per_class", "feature_steps", "grid_pairs", "nn_samples", "prox_n",

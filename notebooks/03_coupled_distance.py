@@ -103,14 +103,19 @@ import numpy as np
 import torch
 from myst_nb import glue
 
-from ctd_lib._checks import check_choice
-from ctd_lib.coupled import CoupledConfig, authors_scale
+from ctd_lib._util.checks import check_choice
 from ctd_lib.data import TASKS, fetch_mnist10k
-from ctd_lib.experiments.task_distances import StudyConfig, TaskBank, family_matrices, ingredient_study, seed_spread
-from ctd_lib.matrices import plot_distance_matrix
+from ctd_lib.experiments.coupled_distance import StudyConfig, TaskBank, family_matrices, ingredient_study, seed_spread
 from ctd_lib.models import MODEL_NAMES
 from ctd_lib.results import Claim, write_results
-from ctd_lib.stats import mantel_asymmetric, mantel_symmetric, symmetrize
+from ctd_lib.task_distance import (
+    CoupledConfig,
+    authors_scale,
+    mantel_asymmetric,
+    mantel_symmetric,
+    plot_distance_matrix,
+    symmetrize,
+)
 
 # validate every parameter before any work
 for _name, _tasks in (("nested_tasks", nested_tasks), ("disjoint_tasks", disjoint_tasks),
@@ -318,7 +323,7 @@ glue("base_coupled", float(ingr[0].coupled), display=False)
 # %%
 fig, ax = plt.subplots(figsize=(6, 4))
 rel_changes = []
-for (s, t), ex in disjoint["coupled"].extras.items():
+for ex in disjoint["coupled"].extras.values():
     per = np.asarray(ex["per_iteration"])
     ax.plot(range(1, len(per) + 1), per, "o-", alpha=0.6)
     if len(per) > 1:

@@ -137,11 +137,11 @@ import numpy as np
 import torch
 from myst_nb import glue
 
-from ctd_lib._checks import check_positive
+from ctd_lib._util.checks import check_positive
 from ctd_lib.data import fetch_mnist10k
-from ctd_lib.experiments.rademacher_check import RademacherCheckConfig, run_check
-from ctd_lib.rademacher import n_for_nonvacuous, theorem5_bound
+from ctd_lib.experiments.rademacher_bound import RademacherCheckConfig, run_check
 from ctd_lib.results import Claim, write_results
+from ctd_lib.task_distance import n_for_nonvacuous, theorem5_bound
 
 # validate every parameter before any work (the configuration checks the rest)
 check_positive("gap_threshold", gap_threshold)

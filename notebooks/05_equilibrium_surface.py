@@ -110,29 +110,27 @@ import numpy as np
 import torch
 from myst_nb import glue
 
-from ctd_lib._checks import check_choice, check_positive
+from ctd_lib._util.checks import check_choice, check_positive
 from ctd_lib.data import fetch_mnist10k, make_task
 from ctd_lib.free_energy import (
     DECODERS,
     MARGINALS,
     EquilibrationConfig,
     FreeEnergyModelConfig,
+    IsoClassificationConfig,
     array_sampler,
     equilibrate,
-    make_free_energy_model,
-    measure,
-    train_equilibrium,
-)
-from ctd_lib.iso_classification import (
-    IsoClassificationConfig,
     equilibrium_surface,
     first_law_check,
     fixed_multiplier_control,
     iso_c_max_rel_change,
-    iso_classification,
     lemma3_check,
+    make_free_energy_model,
+    measure,
     remark10_check,
+    train_equilibrium,
 )
+from ctd_lib.free_energy.iso_classification import iso_classification
 from ctd_lib.results import Claim, write_results
 
 

@@ -112,18 +112,23 @@ import numpy as np
 import torch
 from myst_nb import glue
 
-from ctd_lib._checks import check_choice, check_positive
+from ctd_lib._util.checks import check_choice, check_positive
 from ctd_lib.data import DATASETS, TASKS, fetch_mnist10k, make_task
-from ctd_lib.free_energy import PRESETS, EquilibrationConfig, array_sampler, make_free_energy_model, measure, train_equilibrium
-from ctd_lib.iso_transfer import (
+from ctd_lib.free_energy import (
     INTERPOLATIONS,
+    PRESETS,
     T_DERIVATIVES,
+    EquilibrationConfig,
     IsoTransferConfig,
+    array_sampler,
     finetune_baseline,
-    iso_transfer,
+    make_free_energy_model,
+    measure,
     scratch_baseline,
+    train_equilibrium,
     transfer_budget,
 )
+from ctd_lib.free_energy.iso_transfer import iso_transfer
 from ctd_lib.results import Claim, write_results
 
 # validate every parameter before any work

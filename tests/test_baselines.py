@@ -8,21 +8,22 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ctd_lib import make_model, make_task
-from ctd_lib.baselines import (
-    FineTuneConfig,
+from ctd_lib.data import make_task
+from ctd_lib.geometry.fim import fisher_matrix
+from ctd_lib.geometry.length import set_flat_parameters
+from ctd_lib.geometry.sgd import SGDConfig, accuracy, minibatch_sampler, train_sgd
+from ctd_lib.models import make_model
+from ctd_lib.task_distance.finetune import FineTuneConfig, fine_tuning_distance
+from ctd_lib.task_distance.task2vec import (
     Task2VecConfig,
     _fit_head,
     classifier_layer,
     embed_tasks,
-    fine_tuning_distance,
     fisher_diagonal,
     task2vec_distance,
     task2vec_embedding,
     task2vec_matrix,
 )
-from ctd_lib.geometry import fisher_matrix, set_flat_parameters
-from ctd_lib.training import SGDConfig, accuracy, minibatch_sampler, train_sgd
 
 
 def mlp(seed=0, hidden=(32,), num_classes=10):

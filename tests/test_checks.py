@@ -1,7 +1,7 @@
 """The shared argument checks: each names its argument and rejects what the message says it rejects."""
 import pytest
 
-from ctd_lib._checks import check_count
+from ctd_lib._util.checks import check_count
 
 
 @pytest.mark.parametrize("value", [0, 1, 12345])

@@ -15,9 +15,11 @@ import ot
 import pytest
 import torch
 
-import ctd_lib.coupled as coupled
-from ctd_lib import make_model, make_task
-from ctd_lib.coupled import (
+import ctd_lib.task_distance.coupled as coupled
+from ctd_lib.data import make_task
+from ctd_lib.geometry.length import flat_parameters, kl_categorical, set_flat_parameters
+from ctd_lib.models import make_model
+from ctd_lib.task_distance.coupled import (
     CoupledConfig,
     authors_scale,
     coupled_transfer_distance,
@@ -28,7 +30,6 @@ from ctd_lib.coupled import (
     train_source_model,
     uncoupled_transfer_distance,
 )
-from ctd_lib.geometry import flat_parameters, kl_categorical, set_flat_parameters
 
 BASE = dict(steps=30, lr=0.05, batch_size=16, block_size=10, cost_checkpoints=4, seed=0)
 

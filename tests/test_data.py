@@ -9,7 +9,6 @@ checks left on.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import struct
 from collections import Counter

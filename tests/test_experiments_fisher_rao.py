@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ctd_lib.experiments.fisher_rao import (
+from ctd_lib.experiments.fisher_rao_length import (
     FisherRaoConfig,
     fim_study,
     load_transfer_data,

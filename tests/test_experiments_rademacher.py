@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from ctd_lib.experiments.rademacher_check import RademacherCheckConfig, n_for_nonvacuous, run_check, run_draw
+from ctd_lib.experiments.rademacher_bound import RademacherCheckConfig, run_check, run_draw
+from ctd_lib.task_distance.rademacher import n_for_nonvacuous
 
 TINY = dict(n_train=20, n_population=60, draws=2, K=3, hidden=8, source_steps=10, batch_size=16, transfer_steps=12,
             block_size=100, rademacher_draws=50, loss_lower_draws=5, loss_lower_steps=10, fit_steps=20, eps_points=11)

@@ -7,22 +7,9 @@ import torch
 from torch.distributions import Bernoulli, Normal
 
 from ctd_lib.data import make_task
-from ctd_lib.free_energy import (
-    PRESETS,
-    EquilibrationConfig,
-    FreeEnergyModelConfig,
-    FreeEnergyTerms,
-    array_sampler,
-    classification,
-    distortion,
-    equilibrate,
-    eta,
-    hamiltonian_loss,
-    make_free_energy_model,
-    measure,
-    rate,
-    train_equilibrium,
-)
+from ctd_lib.free_energy.equilibrate import EquilibrationConfig, array_sampler, equilibrate, eta, train_equilibrium
+from ctd_lib.free_energy.functionals import FreeEnergyTerms, classification, distortion, hamiltonian_loss, measure, rate
+from ctd_lib.free_energy.model import PRESETS, FreeEnergyModelConfig, make_free_energy_model
 
 TINY = dict(hidden=32, latent=4, classifier_hidden=8)
 

@@ -8,15 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from ctd_lib.geometry import (
-    fim_kl_check,
-    fisher_matrix,
-    flat_parameters,
-    kl_categorical,
-    length_increment,
-    path_length,
-    set_flat_parameters,
-)
+from ctd_lib.geometry.fim import fim_kl_check, fisher_matrix
+from ctd_lib.geometry.length import flat_parameters, kl_categorical, length_increment, path_length, set_flat_parameters
 
 
 def tanh_mlp(d_in=12, hidden=9, classes=4, seed=0):
@@ -44,7 +37,7 @@ def test_per_sample_never_exceeds_manifold(n, c, seed):
 
 
 def test_negative_kl_is_clamped_and_counted(monkeypatch):
-    import ctd_lib.geometry as geo
+    import ctd_lib.geometry.length as geo
 
     fake = torch.tensor([-1e-9, 2e-4, -3e-10, 8e-4], dtype=torch.float64)
     monkeypatch.setattr(geo, "kl_categorical", lambda a, b: fake)
@@ -58,7 +51,6 @@ def test_negative_kl_is_clamped_and_counted(monkeypatch):
 def dense_fisher_by_loop(model, x):
     """Independent reference: per-sample, per-class gradients with plain autograd."""
     params = [p for p in model.parameters()]
-    rows = []
     logp = torch.log_softmax(model(x), 1)
     probs = logp.exp().detach()
     P = sum(p.numel() for p in params)

@@ -5,7 +5,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctd_lib.interpolation import (
+from ctd_lib.transport.blocks import block_plan, match_blocks
+from ctd_lib.transport.costs import feature_cost
+from ctd_lib.transport.dense import entropic_plan
+from ctd_lib.transport.interpolation import (
     INTERPOLATIONS,
     InterpolatedBatch,
     beta_mixup_sample,
@@ -13,7 +16,6 @@ from ctd_lib.interpolation import (
     make_sampler,
     mixture_sample,
 )
-from ctd_lib.transport import block_plan, entropic_plan, feature_cost, match_blocks
 
 NUM_CLASSES = 5
 

@@ -3,30 +3,22 @@ import numpy as np
 import pytest
 import torch
 
-import ctd_lib.iso_classification as iso
+import ctd_lib.free_energy.iso_classification as iso
 from ctd_lib.data import make_task
-from ctd_lib.free_energy import (
-    EquilibrationConfig,
-    FreeEnergyTerms,
-    array_sampler,
-    make_free_energy_model,
-    measure,
-    train_equilibrium,
-)
-from ctd_lib.iso_classification import (
+from ctd_lib.free_energy.equilibrate import EquilibrationConfig, array_sampler, train_equilibrium
+from ctd_lib.free_energy.finite_differences import Partials, central_differences, finite_difference_partials
+from ctd_lib.free_energy.functionals import FreeEnergyTerms, measure
+from ctd_lib.free_energy.iso_classification import (
     IsoClassificationConfig,
     IsoClassificationResult,
-    Partials,
-    SurfaceGrid,
-    equilibrium_surface,
-    finite_difference_partials,
     first_law_check,
     fixed_multiplier_control,
     iso_c_max_rel_change,
     iso_classification,
-    lemma3_check,
     remark10_check,
 )
+from ctd_lib.free_energy.model import make_free_energy_model
+from ctd_lib.free_energy.surface import SurfaceGrid, _subset, equilibrium_surface, lemma3_check
 
 TINY = dict(hidden=32, latent=4, classifier_hidden=8)
 FAST = EquilibrationConfig(steps=30, peak_lr=3e-3, batch_size=32)
@@ -133,7 +125,7 @@ def test_equilibrium_surface_keeps_the_models_it_measured(task):
         n_z_measure=2, measure_size=60, keep_models=True, show_progress=False)
     m = grid.model(1.0, 2.0)
     assert m is not grid.model(0.5, 2.0)
-    xm, ym = iso._subset(x, y, 60, 0)  # the same seeded subset the grid measured on
+    xm, ym = _subset(x, y, 60, 0)  # the same seeded subset the grid measured on
     again = measure(m, xm, ym, n_z=2)
     assert again.rate == grid.train[1][0].rate and again.classification == grid.train[1][0].classification
     with pytest.raises(ValueError, match="not a point"):
@@ -297,7 +289,7 @@ def test_central_differences_are_exact_for_quadratic_terms_and_probe_in_order():
         return FreeEnergyTerms(rate=lam ** 2 + gamma, distortion=3 * lam * gamma, classification=gamma ** 2,
                                accuracy=1.0, n=1)
 
-    d = iso.central_differences(probe, 0.5, 2.0, 0.1, 0.25)
+    d = central_differences(probe, 0.5, 2.0, 0.1, 0.25)
     assert calls == [(0.6, 2.0), (0.4, 2.0), (0.5, 2.25), (0.5, 1.75)]
     expected = dict(dR_dlambda=1.0, dR_dgamma=1.0, dD_dlambda=6.0, dD_dgamma=1.5, dC_dlambda=0.0, dC_dgamma=4.0)
     assert d.keys() == expected.keys()

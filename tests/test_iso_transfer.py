@@ -7,32 +7,24 @@ torchvision's format. Tolerances are stated next to each comparison.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from ctd_lib import iso_transfer as IT
 from ctd_lib.data import Task, TaskSpec, make_task
-from ctd_lib.free_energy import (
-    EquilibrationConfig,
-    FreeEnergyTerms,
-    array_sampler,
-    make_free_energy_model,
-    measure,
-    train_equilibrium,
-)
-from ctd_lib.iso_transfer import (
+from ctd_lib.free_energy import iso_transfer as IT
+from ctd_lib.free_energy.equilibrate import EquilibrationConfig, array_sampler, train_equilibrium
+from ctd_lib.free_energy.functionals import FreeEnergyTerms, measure
+from ctd_lib.free_energy.iso_transfer import (
     IsoTransferConfig,
     TaskPath,
     TransferPartials,
-    finetune_baseline,
     iso_transfer,
-    scratch_baseline,
     solve_step,
     transfer_budget,
 )
+from ctd_lib.free_energy.model import make_free_energy_model
+from ctd_lib.free_energy.transfer_baselines import finetune_baseline, scratch_baseline
 
 SHAPE = (1, 8, 8)
 NUM_CLASSES = 4

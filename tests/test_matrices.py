@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from ctd_lib.matrices import distance_matrix
+from ctd_lib.task_distance.matrices import distance_matrix
 
 
 def test_matrix_is_ordered_source_rows_target_columns(tmp_path):

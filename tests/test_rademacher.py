@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctd_lib.geometry import flat_parameters, length_increment
-from ctd_lib.rademacher import (
+from ctd_lib.geometry.length import flat_parameters, length_increment
+from ctd_lib.task_distance.rademacher import (
     RademacherEstimate,
     check_instants,
     classical_bound,
@@ -137,7 +137,7 @@ def test_trajectory_gap_speed_term_matches_length_increment_and_restores_model()
     torch.testing.assert_close(flat_parameters(model), w0, rtol=0, atol=0)  # left unchanged
     with torch.no_grad():
         before = model(pop[1][0])
-        from ctd_lib.geometry import set_flat_parameters
+        from ctd_lib.geometry.length import set_flat_parameters
 
         set_flat_parameters(model, w1)
         after = model(pop[1][0])

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 from skbio.stats.distance import mantel as skbio_mantel
 
-from ctd_lib.stats import (
+from ctd_lib.task_distance.stats import (
     DistanceComparison,
     MantelResult,
     compare_distance_matrices,

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from ctd_lib.geometry import path_length
-from ctd_lib.training import (
+from ctd_lib.geometry.length import path_length
+from ctd_lib.geometry.sgd import (
     SGDConfig,
     accuracy,
     cross_entropy,
@@ -138,7 +138,7 @@ def test_euclidean_step_length_matches_weight_differences(momentum, weight_decay
 
 
 def test_meter_flushes_in_chunks_and_mixed_batch_sizes():
-    from ctd_lib.geometry import LengthMeter, length_increment
+    from ctd_lib.geometry.length import LengthMeter, length_increment
 
     g = torch.Generator().manual_seed(0)
     pairs = [(torch.randn(n, 5, generator=g), torch.randn(n, 5, generator=g)) for n in [8] * 7 + [3] * 4 + [8]]

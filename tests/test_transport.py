@@ -14,24 +14,11 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize_scalar
 from scipy.special import xlogy
 
-from ctd_lib.transport import (
-    BlockAssignment,
-    BlockPlan,
-    OTPlan,
-    block_plan,
-    bures_w2,
-    check_cost,
-    check_weights,
-    entropic_plan,
-    exact_plan,
-    feature_cost,
-    match_blocks,
-    pixel_cost,
-    proximal_gap,
-    proximal_plan,
-    uniform,
-    wasserstein2,
-)
+from ctd_lib.transport.blocks import BlockAssignment, BlockPlan, block_plan, match_blocks
+from ctd_lib.transport.costs import check_cost, check_weights, feature_cost, pixel_cost, uniform
+from ctd_lib.transport.dense import OTPlan, entropic_plan, exact_plan
+from ctd_lib.transport.gaussian import bures_w2, wasserstein2
+from ctd_lib.transport.proximal import proximal_gap, proximal_plan
 
 
 def points(seed, ns=20, nt=25, d=3, shift=0.5):

@@ -13,19 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..transport import (
-    block_plan,
-    bures_w2,
-    entropic_plan,
-    exact_plan,
-    feature_cost,
-    match_blocks,
-    pixel_cost,
-    proximal_plan,
-    uniform,
-    wasserstein2,
-)
+from ..transport.blocks import block_plan, match_blocks
+from ..transport.costs import feature_cost, pixel_cost, uniform
+from ..transport.dense import entropic_plan, exact_plan
+from ..transport.gaussian import bures_w2, wasserstein2
+from ..transport.proximal import proximal_plan
 
+__all__ = ["BlockStudy", "ProximalStudy", "SolverTiming", "SpeedStudy", "batched_vs_loop", "block_size_study", "bures_check", "constant_speed", "displacement_support", "nearest_real_distance", "point_clouds", "proximal_sweep"]
 
 def point_clouds(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Two 2-D clouds of ``n`` points: an elongated blob on the left, a crescent on the right."""
@@ -187,10 +181,3 @@ def batched_vs_loop(n: int, block_size: int, reg: float, repeats: int, seed: int
         tp.append(time.perf_counter() - t0)
         diff = max(diff, max(float(np.abs(p - q).max()) for p, q in zip(bt.plans, bp.plans)))
     return SolverTiming(n, block_size, np.asarray(tt), np.asarray(tp), diff)
-
-
-__all__ = [
-    "BlockStudy", "ProximalStudy", "SolverTiming", "SpeedStudy", "batched_vs_loop", "block_size_study",
-    "bures_check", "constant_speed", "displacement_support", "nearest_real_distance", "point_clouds",
-    "proximal_sweep",
-]

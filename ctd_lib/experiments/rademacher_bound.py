@@ -50,9 +50,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_count, check_in_range, check_positive
-from .._progress import progress
-from ..coupled import (
+from .._util.checks import check_choice, check_count, check_in_range, check_positive
+from .._util.progress import progress
+from ..data import Task, TaskSpec, make_task
+from ..geometry.sgd import accuracy
+from ..models import MODEL_NAMES, make_model
+from ..task_distance.coupled import (
     CoupledConfig,
     coupled_transfer_distance,
     initial_coupling,
@@ -60,10 +63,7 @@ from ..coupled import (
     train_source_model,
     uncoupled_transfer_distance,
 )
-from ..data import Task, TaskSpec, make_task
-from ..interpolation import INTERPOLATIONS, make_sampler
-from ..models import MODEL_NAMES, make_model
-from ..rademacher import (
+from ..task_distance.rademacher import (
     RademacherEstimate,
     TrajectoryGap,
     classical_bound,
@@ -76,10 +76,9 @@ from ..rademacher import (
     theorem5_bound,
     trajectory_gap,
 )
-from ..training import accuracy
+from ..transport.interpolation import INTERPOLATIONS, make_sampler
 
-__all__ = ["DrawResult", "LinearHeadDraw", "LinearHeadSummary", "RademacherCheck", "RademacherCheckConfig",
-           "held_out_tasks", "limited_threads", "n_for_nonvacuous", "run_check", "run_draw"]
+__all__ = ["DrawResult", "IN_SHAPE", "LinearHeadDraw", "LinearHeadSummary", "RademacherCheck", "RademacherCheckConfig", "held_out_tasks", "limited_threads", "run_check", "run_draw"]
 
 IN_SHAPE = (1, 28, 28)
 

@@ -8,6 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
+__all__ = ["atomic_write_text"]
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (creating the folder) and return the path."""

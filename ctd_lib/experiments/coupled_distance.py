@@ -17,20 +17,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_positive
-from ..baselines import FineTuneConfig, Task2VecConfig, fine_tuning_distance, task2vec_distance, task2vec_embedding
-from ..coupled import (
+from .._util.checks import check_choice, check_positive
+from ..data import TASKS, Task, make_task
+from ..geometry.sgd import accuracy, cross_entropy
+from ..models import MODEL_NAMES, make_model
+from ..task_distance.coupled import (
     CoupledConfig,
     coupled_transfer_distance,
     penultimate_features,
     train_source_model,
     uncoupled_transfer_distance,
 )
-from ..data import TASKS, Task, make_task
-from ..matrices import DistanceMatrix, distance_matrix
-from ..models import MODEL_NAMES, make_model
-from ..training import accuracy, cross_entropy
-from ..transport import wasserstein2
+from ..task_distance.finetune import FineTuneConfig, fine_tuning_distance
+from ..task_distance.matrices import distance_matrix
+from ..task_distance.task2vec import Task2VecConfig, task2vec_distance, task2vec_embedding
+from ..transport.gaussian import wasserstein2
+
+__all__ = ["METHODS", "StudyConfig", "TaskBank", "Variant", "code_fingerprint", "family_matrices", "ingredient_study", "seed_spread"]
 
 METHODS = ("coupled", "uncoupled", "fine-tuning", "task2vec", "w2-pixel", "w2-feature")
 
@@ -239,7 +242,3 @@ def seed_spread(bank_fn, source: str, target: str, *, model: str, base: CoupledC
         rows["coupled"].append(coupled_transfer_distance(bank.task(source), bank.task(target), sm, cfg).distance)
         rows["uncoupled"].append(uncoupled_transfer_distance(bank.task(source), bank.task(target), sm, cfg).distance)
     return {k: np.asarray(v) for k, v in rows.items()}
-
-
-__all__ = ["METHODS", "StudyConfig", "TaskBank", "Variant", "code_fingerprint", "family_matrices",
-           "ingredient_study", "seed_spread", "DistanceMatrix"]

@@ -14,13 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice, check_positive
-from .._progress import progress
+from .._util.checks import check_choice, check_positive
+from .._util.progress import progress
 from ..data import TASKS, Task, make_task
-from ..geometry import fim_kl_check, fisher_matrix, flat_parameters, path_length, set_flat_parameters
+from ..geometry.fim import fim_kl_check, fisher_matrix
+from ..geometry.length import flat_parameters, path_length, set_flat_parameters
+from ..geometry.sgd import SGDConfig, TrainResult, accuracy, full_batch_sampler, minibatch_sampler, train_sgd
 from ..models import MODEL_NAMES, make_model, scale_hidden_
-from ..training import SGDConfig, TrainResult, accuracy, full_batch_sampler, minibatch_sampler, train_sgd
 
+__all__ = ["ArchitectureRun", "FimStudy", "FisherRaoConfig", "RefinementStudy", "ReparamStudy", "TransferData", "fim_study", "load_transfer_data", "refinement_study", "reparam_study", "train_source", "transfer"]
 
 @dataclass(frozen=True, kw_only=True)
 class FisherRaoConfig:

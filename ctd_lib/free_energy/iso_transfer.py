@@ -1,0 +1,723 @@
+r"""Iso-classification transfer of a representation to a new task (Sec. 4 of [Gao & Chaudhari 2020]).
+
+A model at equilibrium on a source task for multipliers :math:`(\lambda_0, \gamma_0)`
+is moved to a target task while the data distribution moves from the source to
+the target, :math:`t: 0 \to 1`, either as the mixture (labels kept)
+
+.. math::
+
+    p(x, t) = (1 - t)\, p^s(x) + t\, p^t(x)  \qquad \text{(23)}
+
+or along the optimal-transport interpolation of Appendix F,
+
+.. math::
+
+    p(x, t) = \sum_{ij} \Gamma^*_{ij}\, \delta_{x - (1-t) x^s_i - t x^t_j}, \qquad
+    y(x, t) = (1-t)\, \delta_{y - y^s_i} + t\, \delta_{y - y^t_j}
+    \qquad \text{(37, Remark 11)}
+
+with :math:`\Gamma^*` the optimal coupling (36) for the squared pixel cost
+:math:`\kappa_{ij} = \|x^s_i - x^t_j\|_2^2`. At every step the multipliers are
+changed so that the classification loss :math:`C` stays constant (Lemma 9,
+Eq. 26) and the model is re-equilibrated on :math:`p(x, t + \Delta t)`. The
+geodesic transfer of Sec. 4.3 also asks the rate and distortion to move on a
+straight line, :math:`\dot D = k \dot R`, which gives the linear system
+
+.. math::
+
+    \begin{pmatrix} \partial_\lambda D & \partial_\gamma D \\
+                    \partial_\lambda C & \partial_\gamma C \end{pmatrix}
+    \begin{pmatrix} \dot\lambda \\ \dot\gamma \end{pmatrix} =
+    \begin{pmatrix} \dfrac{k\, \partial_t R}{1 + k\lambda} - \partial_t D \\
+                    -\partial_t C \end{pmatrix}  \qquad \text{(30)}
+
+and the heuristic of Appendix G fixes :math:`\dot\lambda` and takes
+:math:`\dot\gamma` from the second row alone,
+
+.. math::
+
+    \partial_\lambda C\, \dot\lambda + \partial_\gamma C\, \dot\gamma + \partial_t C = 0.
+    \qquad \text{(38)}
+
+where :math:`R, D, C` are the rate, distortion and classification functionals
+of :mod:`ctd_lib.free_energy` measured on data at time :math:`t`, and
+:math:`k = dD/dR` is the slope of the straight line.
+
+Choices where the paper is silent, each a field of :class:`IsoTransferConfig`:
+
+* **Partial derivatives** are finite differences. In :math:`\lambda` and
+  :math:`\gamma` they are central, with half-widths ``fd_rel_lambda * lambda``
+  and ``fd_rel_gamma * gamma``; each probe is a copy of the current model
+  equilibrated for ``fd_equilibration.steps`` on :math:`p(x, t_k)` at the
+  probed multipliers, then measured. In :math:`t` the difference is forward,
+  over one data step :math:`\Delta t = 1/\text{steps}`: with
+  ``t_derivative="equilibrate"`` two more probes are equilibrated at the
+  current multipliers, one on :math:`p(x, t_k)` and one on
+  :math:`p(x, t_k + \Delta t)`, and their functionals (each at its own
+  :math:`t`) are differenced, so that the response of the weights to the data
+  (the :math:`\theta_t` terms of Eq. 27) is included and the extra training of
+  the probe cancels; ``"frozen"`` measures the current weights on the data at
+  :math:`t_k + \Delta t` and :math:`t_k` (only the first term of Eq. 27). All
+  probes of a step use common random numbers: the same seed for mini-batches,
+  noise and dropout, and the same evaluation data.
+* **Functionals at** :math:`t` are measured on fixed evaluation sets (at most
+  ``eval_size`` samples per task, drawn once with the seed). For the mixture
+  they are the exact mixtures :math:`(1-t)\,\cdot^s + t\,\cdot^t` of the
+  functionals measured on source and target sets
+  (:meth:`~ctd_lib.free_energy.FreeEnergyTerms.mix`), which has less variance
+  than sampling the mixture. For optimal transport they are measured on fixed
+  pairs drawn once from the coupling (all its support when the coupling is a
+  permutation with at most ``eval_size`` pairs), the held-out pairs from a
+  coupling between the source and target held-out sets.
+* **The slope** :math:`k` (``slope=None``) is that of the straight line from
+  the source model's :math:`(R, D)` at :math:`t = 0` to the :math:`(R, D)` of
+  a copy equilibrated on the target at the same :math:`(\lambda_0, \gamma_0)`
+  (one extra equilibration, ``slope_equilibration`` or else ``equilibration``;
+  :math:`k = 0` with a warning if the two rates coincide). A short
+  equilibration moves :math:`R` little, so :math:`k` is then large and noisy:
+  give the copy enough updates to reach the target's equilibrium.
+* **Fallbacks**, never a silent division by zero: when the matrix of (30) is
+  singular, its condition number exceeds ``max_condition`` or
+  :math:`1 + k\lambda \approx 0`, the step uses (38) with :math:`\dot\lambda = 0`;
+  when :math:`\partial_\gamma C \approx 0` as well, the multipliers are kept.
+  Every fallback warns (``RuntimeWarning``) and is logged and counted.
+* **Trust region**: with :math:`m` = ``max_rel_change``, each step keeps
+  :math:`\lambda_{k+1} \in [\lambda_k/(1+m), (1+m)\lambda_k]` and likewise
+  :math:`\gamma` (each component clipped on its own): an increase by at most the
+  fraction :math:`m`, a decrease by at most the same factor, so that a multiplier
+  is never driven to zero in one step by a noisy :math:`\partial_\gamma C`. Both
+  also stay above ``min_multiplier``. Every clip is counted.
+
+The baselines of Sec. 5.2 (:func:`finetune_baseline`, :func:`scratch_baseline`)
+minimise the same objective :math:`R + \lambda D + \gamma C` on the target
+alone, given :func:`transfer_budget` mini-batch updates.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._util.checks import check_choice, check_count, check_positive
+from .._util.progress import progress
+from .._util.torch_state import device_of
+from ..data import Task
+from ..transport.blocks import BlockPlan, block_plan, match_blocks
+from ..transport.costs import pixel_cost
+from ..transport.dense import exact_plan
+from ..transport.interpolation import InterpolatedBatch, make_sampler
+from .equilibrate import EquilibrationConfig, equilibrate
+from .finite_differences import central_differences
+from .functionals import FreeEnergyTerms, measure
+
+__all__ = ["INTERPOLATIONS", "IsoTransferConfig", "IsoTransferResult", "METHODS", "OT_SOLVERS", "TERMS", "T_DERIVATIVES", "TaskPath", "TransferPartials", "c_max_rel_change", "iso_transfer", "solve_step", "transfer_budget", "transfer_partials"]
+
+METHODS = ("geodesic", "heuristic")
+INTERPOLATIONS = ("mixture", "ot")
+T_DERIVATIVES = ("equilibrate", "frozen")
+OT_SOLVERS = ("exact", "block")
+TERMS = ("rate", "distortion", "classification", "accuracy")
+_TINY = 1e-12  # |dC/dgamma| <= _TINY * max(1, |entries|) counts as zero; so does |1 + k lambda| <= _TINY
+
+
+@dataclass(frozen=True, kw_only=True)
+class IsoTransferConfig:
+    """Configuration of :func:`iso_transfer`."""
+
+    steps: int = 10  # transfer steps; t_k = k / steps
+    method: str = "geodesic"  # "geodesic": Eq. (30) of Sec. 4.3; "heuristic": Eq. (38) of Appendix G
+    interpolation: str = "mixture"  # "mixture": Eq. (23), labels kept; "ot": Eq. (37), labels interpolated (Remark 11)
+    slope: float | None = None  # k = dD/dR of Eq. (30); None: from source and target equilibria at (lam0, gamma0)
+    lambda_rate: float = 0.0  # the constant lambda-dot of the heuristic, Eq. (38) (the paper's CIFAR run: -1.5)
+    fd_rel_lambda: float = 0.1  # central finite-difference half-width in lambda, relative to lambda (in (0, 1))
+    fd_rel_gamma: float = 0.1  # the same in gamma
+    t_derivative: str = "equilibrate"  # d/dt: "equilibrate" probes at t and t + dt, or "frozen": current weights
+    fd_equilibration: EquilibrationConfig = EquilibrationConfig(steps=100)  # each probe's short equilibration
+    equilibration: EquilibrationConfig = EquilibrationConfig(steps=300)  # after each step, on p(x, t_{k+1})
+    slope_equilibration: EquilibrationConfig | None = None  # the target copy behind slope=None; None: equilibration
+    max_condition: float = 1e6  # above this 2-norm condition number of Eq. (30)'s matrix, fall back to Eq. (38)
+    min_multiplier: float = 1e-3  # lambda and gamma are kept >= this (each clip counted)
+    max_rel_change: float | None = 0.5  # trust region m: lam_k+1 in [lam_k/(1+m), (1+m) lam_k], gamma too; None: off
+    eval_size: int = 2000  # fixed evaluation samples (or pairs) per task for the functionals
+    ot_solver: str = "exact"  # "exact": ot.emd on the full pixel cost; "block": exact plans on matched blocks
+    ot_block_size: int = 500  # largest block of the "block" solver (transport.match_blocks)
+    n_z_measure: int = 8  # encoder samples per input when measuring the functionals (measure's n_z)
+    seed: int = 0  # seeds evaluation subsets, pairs, probes and equilibrations
+
+    def __post_init__(self):
+        check_positive("steps", self.steps, integer=True)
+        check_choice("method", self.method, METHODS)
+        check_choice("interpolation", self.interpolation, INTERPOLATIONS)
+        check_choice("t_derivative", self.t_derivative, T_DERIVATIVES)
+        check_choice("ot_solver", self.ot_solver, OT_SOLVERS)
+        if self.slope is not None:
+            _check_finite("slope", self.slope)
+        _check_finite("lambda_rate", self.lambda_rate)
+        for name in ("fd_rel_lambda", "fd_rel_gamma"):
+            v = getattr(self, name)
+            check_positive(name, v)
+            if not v < 1:
+                raise ValueError(f"{name}={v!r} is not valid; it must be in (0, 1) so that the probe "
+                                 "lambda - h (gamma - h) stays positive")
+        for name in ("fd_equilibration", "equilibration", "slope_equilibration"):
+            if name == "slope_equilibration" and self.slope_equilibration is None:
+                continue
+            if not isinstance(getattr(self, name), EquilibrationConfig):
+                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; it must be an EquilibrationConfig")
+        check_positive("max_condition", self.max_condition)
+        check_positive("min_multiplier", self.min_multiplier)
+        if self.max_rel_change is not None:
+            check_positive("max_rel_change", self.max_rel_change)
+        for name in ("eval_size", "ot_block_size", "n_z_measure"):
+            check_positive(name, getattr(self, name), integer=True)
+        check_count("seed", self.seed)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_finite(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not valid; it must be a finite number") from None
+    if not math.isfinite(v) or isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not valid; it must be a finite number")
+    return v
+
+
+def transfer_budget(config: IsoTransferConfig) -> int:
+    """Mini-batch updates :func:`iso_transfer` takes with ``config``: probes, equilibrations and the slope's.
+
+    Per step: four probes in :math:`(\\lambda, \\gamma)`, two more in :math:`t` when
+    ``t_derivative="equilibrate"``, each of ``fd_equilibration.steps`` updates,
+    and one equilibration of ``equilibration.steps``; plus one equilibration on the
+    target when the geodesic's slope is estimated (``slope=None``).
+
+    >>> transfer_budget(IsoTransferConfig(steps=2, fd_equilibration=EquilibrationConfig(steps=10),
+    ...                                   equilibration=EquilibrationConfig(steps=20)))
+    180
+    """
+    if not isinstance(config, IsoTransferConfig):
+        raise ValueError(f"config must be an IsoTransferConfig; got {type(config).__name__}")
+    probes = 4 + (2 if config.t_derivative == "equilibrate" else 0)
+    per_step = probes * config.fd_equilibration.steps + config.equilibration.steps
+    slope = _slope_equilibration(config).steps if (config.method == "geodesic" and config.slope is None) else 0
+    return config.steps * per_step + slope
+
+
+def _slope_equilibration(config: IsoTransferConfig) -> EquilibrationConfig:
+    return config.equilibration if config.slope_equilibration is None else config.slope_equilibration
+
+
+# ----------------------------------------------------------------------------
+# data at time t
+# ----------------------------------------------------------------------------
+
+
+def _subset(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``min(n, size)`` sorted indices drawn without replacement (all of them when n <= size)."""
+    return np.arange(n) if n <= size else np.sort(rng.choice(n, size=size, replace=False))
+
+
+def _one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(y.long(), num_classes).float()
+
+
+def _coupling(xs: torch.Tensor, xt: torch.Tensor, cfg: IsoTransferConfig):
+    """:math:`\\Gamma^*` of Eq. (36) for the squared pixel cost: an OTPlan ("exact") or a BlockPlan ("block")."""
+    if cfg.ot_solver == "exact":
+        return exact_plan(None, None, pixel_cost(xs, xt))
+    fs = xs.reshape(xs.shape[0], -1).double().cpu().numpy()
+    ft = xt.reshape(xt.shape[0], -1).double().cpu().numpy()
+    block = max(cfg.ot_block_size, math.ceil(max(len(fs), len(ft)) / min(len(fs), len(ft))))
+    assignment = match_blocks(fs, ft, block, method="centroid", seed=cfg.seed)
+    return block_plan(lambda I, J: pixel_cost(fs[I], ft[J]), assignment, exact=True)
+
+
+def _support(plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Non-zero entries :math:`(i, j, \Gamma_{ij})` of a coupling, weights normalised; no dense matrix for blocks."""
+    if isinstance(plan, BlockPlan):
+        parts = []
+        for I, J, p in zip(plan.assignment.source_blocks, plan.assignment.target_blocks, plan.plans):
+            r, c = np.nonzero(p > 0)
+            parts.append((np.asarray(I)[r], np.asarray(J)[c], p[r, c]))
+        i, j, w = (np.concatenate(v) for v in zip(*parts))
+    else:
+        P = np.asarray(plan.plan)
+        i, j = np.nonzero(P > 0)
+        w = P[i, j]
+    return i.astype(np.int64), j.astype(np.int64), w / w.sum()
+
+
+def _eval_pairs(support, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed evaluation pairs (i, j) of a coupling: its whole support when that is uniform and small, else a draw."""
+    i, j, w = support
+    if len(i) <= size and np.allclose(w, w.mean(), rtol=1e-6, atol=0):
+        return i, j
+    k = rng.choice(len(w), size=size, p=w)
+    return i[k], j[k]
+
+
+class TaskPath:
+    r"""The task at time :math:`t \in [0, 1]`: a training sampler and the functionals on fixed evaluation data.
+
+    Parameters
+    ----------
+    interpolation : "mixture" (Eq. 23: each example from the target with probability
+        :math:`t`, its own label kept) or "ot" (Eq. 37: pairs :math:`(i, j) \sim \Gamma^*`,
+        :math:`x = (1-t)x^s_i + t x^t_j`, soft label :math:`(1-t)e_{y^s_i} + t e_{y^t_j}`, Remark 11).
+    source, target : tasks with one input shape and one head.
+    config : supplies ``eval_size``, ``ot_solver``, ``ot_block_size`` and ``seed``.
+    device : where the data are kept (the model's device).
+    rng : draws the evaluation subsets and pairs (default: ``np.random.default_rng(config.seed)``).
+    train : also build the mini-batch sampler (False for held-out data).
+
+    Attributes
+    ----------
+    plan : the coupling :math:`\Gamma^*` (an :class:`~ctd_lib.transport.OTPlan` or
+        :class:`~ctd_lib.transport.BlockPlan`; None for the mixture).
+    src, tgt : fixed evaluation (x, int y) of the source and target (mixture); ``tgt`` also for "ot".
+    support : (i, j, w) the non-zero entries of ``plan`` and their normalised weights ("ot" only).
+    pairs : (xs, one-hot ys, xt, one-hot yt) of the fixed evaluation pairs ("ot" only).
+    """
+
+    def __init__(self, interpolation: str, source: Task, target: Task, config: IsoTransferConfig | None = None, *,
+                 device: str | torch.device = "cpu", rng: np.random.Generator | None = None, train: bool = True):
+        cfg = IsoTransferConfig() if config is None else config
+        check_choice("interpolation", interpolation, INTERPOLATIONS)
+        _check_task("source", source)
+        _check_task("target", target)
+        device = torch.device(device)
+        rng = np.random.default_rng(cfg.seed) if rng is None else rng
+        self.kind, self.C, self.device = interpolation, source.num_classes, device
+        kind = interpolation
+        xs, ys, xt, yt = source.x.to(device), source.y.to(device), target.x.to(device), target.y.to(device)
+        self.sampler, self.plan, self.pairs = None, None, None
+        if kind == "mixture":
+            if train:
+                self.sampler = make_sampler("mixture", xs, ys.cpu(), xt, yt.cpu(), num_classes=self.C, device=device)
+            i, j = _subset(len(xs), cfg.eval_size, rng), _subset(len(xt), cfg.eval_size, rng)
+            self.src = (xs[torch.as_tensor(i, device=device)], ys[torch.as_tensor(i, device=device)])
+            self.tgt = (xt[torch.as_tensor(j, device=device)], yt[torch.as_tensor(j, device=device)])
+        else:
+            self.plan = _coupling(xs, xt, cfg)
+            self.support = _support(self.plan)
+            if train:
+                self._tasks = (xs, _one_hot(ys, self.C), xt, _one_hot(yt, self.C))
+                self.sampler = self._displacement
+            i, j = _eval_pairs(self.support, cfg.eval_size, rng)
+            ti, tj = torch.as_tensor(i, device=device), torch.as_tensor(j, device=device)
+            self.pairs = (xs[ti], _one_hot(ys[ti], self.C), xt[tj], _one_hot(yt[tj], self.C))
+            self.src = None
+            k = _subset(len(xt), cfg.eval_size, rng)
+            self.tgt = (xt[torch.as_tensor(k, device=device)], yt[torch.as_tensor(k, device=device)])
+
+    def _displacement(self, t: float, n: int, rng: np.random.Generator):
+        """``n`` draws of Eq. (37) with Remark 11's labels: as ``make_sampler("displacement", ...)``, but pairs
+        are drawn from the coupling's support (at most Ns + Nt - 1 entries for an exact plan) instead of a
+        multinomial over all Ns x Nt entries at every mini-batch."""
+        i, j, w = self.support
+        k = rng.choice(len(w), size=n, p=w)
+        ti, tj = torch.as_tensor(i[k], device=self.device), torch.as_tensor(j[k], device=self.device)
+        xs, ys, xt, yt = self._tasks
+        return InterpolatedBatch((1 - t) * xs[ti] + t * xt[tj], (1 - t) * ys[ti] + t * yt[tj])
+
+    def eval_data(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed evaluation pairs at time ``t`` ("ot" only): inputs (n, ...) and soft labels (n, C)."""
+        if self.pairs is None:
+            raise ValueError("eval_data is for interpolation='ot'; the mixture is evaluated on src and tgt")
+        xs, ys, xt, yt = self.pairs
+        return (1 - t) * xs + t * xt, (1 - t) * ys + t * yt
+
+    def batch_sampler(self, t: float):
+        """A sampler ``(n, rng) -> (x, y)`` of :math:`p(x, y, t)` for :func:`~ctd_lib.free_energy.equilibrate`."""
+        s = self.sampler
+        if s is None:
+            raise ValueError("this TaskPath was built with train=False: it has no sampler")
+
+        def sample(n: int, rng: np.random.Generator):
+            b = s(t, n, rng)
+            return b.x, (b.y.argmax(1) if self.kind == "mixture" else b.y)  # mixture labels are one-hot: kept as ids
+
+        return sample
+
+    def terms(self, model: nn.Module, t: float, *, n_z: int, seed: int) -> FreeEnergyTerms:
+        """The functionals at time ``t`` on the fixed evaluation data."""
+        if self.kind == "mixture":
+            a = measure(model, *self.src, n_z=n_z, seed=seed)
+            b = measure(model, *self.tgt, n_z=n_z, seed=seed)
+            return FreeEnergyTerms.mix(a, b, t)
+        return measure(model, *self.eval_data(t), n_z=n_z, seed=seed)
+
+    def target_terms(self, model: nn.Module, *, n_z: int, seed: int) -> FreeEnergyTerms:
+        """The functionals on the target's evaluation set alone (its accuracy is the transfer's goal)."""
+        return measure(model, *self.tgt, n_z=n_z, seed=seed)
+
+
+# ----------------------------------------------------------------------------
+# partials and the linear system
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransferPartials:
+    """Finite-difference partial derivatives of :math:`R, D, C` at :math:`(t, \\lambda, \\gamma)`.
+
+    ``dX_dlambda``, ``dX_dgamma`` are central differences with half-widths
+    ``h_lambda``, ``h_gamma``; ``dX_dt`` forward differences over ``dt``.
+    """
+
+    dR_dlambda: float
+    dR_dgamma: float
+    dD_dlambda: float
+    dD_dgamma: float
+    dC_dlambda: float
+    dC_dgamma: float
+    dR_dt: float
+    dD_dt: float
+    dC_dt: float
+    h_lambda: float
+    h_gamma: float
+    dt: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _equilibrated_copy(model: nn.Module, sampler, lam: float, gamma: float, cfg: EquilibrationConfig) -> nn.Module:
+    """A copy of ``model`` equilibrated with ``cfg`` (deterministic given ``cfg.seed``: mini-batches, noise, dropout)."""
+    probe = copy.deepcopy(model)
+    equilibrate(probe, sampler, lam, gamma, cfg, show_progress=False)
+    return probe
+
+
+def transfer_partials(model: nn.Module, path: TaskPath, t: float, t_next: float, lam: float, gamma: float,
+                      cfg: IsoTransferConfig, *, seed: int) -> TransferPartials:
+    """The partials at :math:`(t, \\lambda, \\gamma)` used by Eqs. (30) and (38); see the module docstring."""
+    fd = replace(cfg.fd_equilibration, seed=seed)
+    h_l, h_g = cfg.fd_rel_lambda * lam, cfg.fd_rel_gamma * gamma
+    here = path.batch_sampler(t)
+
+    def probe(lam_p: float, gamma_p: float, t_p: float, sampler) -> FreeEnergyTerms:
+        return path.terms(_equilibrated_copy(model, sampler, lam_p, gamma_p, fd), t_p, n_z=cfg.n_z_measure, seed=seed)
+
+    d = central_differences(lambda lam_p, gamma_p: probe(lam_p, gamma_p, t, here), lam, gamma, h_l, h_g)
+    dt = t_next - t
+    if cfg.t_derivative == "equilibrate":
+        t0, t1 = probe(lam, gamma, t, here), probe(lam, gamma, t_next, path.batch_sampler(t_next))
+    else:
+        t0 = path.terms(model, t, n_z=cfg.n_z_measure, seed=seed)
+        t1 = path.terms(model, t_next, n_z=cfg.n_z_measure, seed=seed)
+    for short, name in (("R", "rate"), ("D", "distortion"), ("C", "classification")):
+        d[f"d{short}_dt"] = (getattr(t1, name) - getattr(t0, name)) / dt
+    return TransferPartials(**{k: float(v) for k, v in d.items()}, h_lambda=h_l, h_gamma=h_g, dt=dt)
+
+
+def _is_zero(v: float, scale: float) -> bool:
+    return not math.isfinite(v) or abs(v) <= _TINY * max(1.0, scale)
+
+
+def solve_step(p: TransferPartials, lam: float, *, method: str, slope: float | None, lambda_rate: float = 0.0,
+               max_condition: float = 1e6) -> dict:
+    r"""The rates :math:`(\dot\lambda, \dot\gamma)` of one step, by Eq. (30) or Eq. (38), with fallbacks.
+
+    .. math::
+
+        A = \begin{pmatrix} \partial_\lambda D & \partial_\gamma D \\ \partial_\lambda C & \partial_\gamma C \end{pmatrix},
+        \qquad b = \begin{pmatrix} k\,\partial_t R / (1 + k\lambda) - \partial_t D \\ -\partial_t C \end{pmatrix};
+
+    "geodesic" solves :math:`A (\dot\lambda, \dot\gamma)^\top = b` (Eq. 30);
+    "heuristic" sets :math:`\dot\lambda` = ``lambda_rate`` and
+    :math:`\dot\gamma = -(\partial_\lambda C\,\dot\lambda + \partial_t C)/\partial_\gamma C` (Eq. 38).
+    A geodesic step whose :math:`A` is singular, has 2-norm condition number
+    above ``max_condition`` or whose :math:`1 + k\lambda \approx 0` uses Eq. (38)
+    with :math:`\dot\lambda = 0`; when :math:`\partial_\gamma C \approx 0` too
+    (or in the heuristic), the rates are zero.
+
+    Returns
+    -------
+    dict with ``matrix`` (2, 2), ``rhs`` (2,) (NaN where undefined), ``cond``,
+    ``solution`` (2,) = :math:`(\dot\lambda, \dot\gamma)`, ``method_used``
+    ("geodesic", "heuristic", "heuristic-fallback" or "hold") and ``reason``
+    (None unless a fallback was taken).
+
+    >>> p = TransferPartials(dR_dlambda=0.0, dR_dgamma=0.0, dD_dlambda=-1.0, dD_dgamma=0.0, dC_dlambda=0.0,
+    ...                      dC_dgamma=-1.0, dR_dt=2.0, dD_dt=0.0, dC_dt=2.0, h_lambda=0.1, h_gamma=0.1, dt=0.5)
+    >>> s = solve_step(p, 1.0, method="geodesic", slope=1.0)
+    >>> s["rhs"].tolist(), s["solution"].tolist(), s["method_used"]
+    ([1.0, -2.0], [-1.0, 2.0], 'geodesic')
+    """
+    check_choice("method", method, METHODS)
+    A = np.array([[p.dD_dlambda, p.dD_dgamma], [p.dC_dlambda, p.dC_dgamma]], dtype=np.float64)
+    scale = float(np.nanmax(np.abs(A))) if np.isfinite(A).any() else 1.0
+    denom = 1.0 + slope * lam if slope is not None else float("nan")
+    row1 = slope * p.dR_dt / denom - p.dD_dt if (slope is not None and not _is_zero(denom, 0.0)) else float("nan")
+    b = np.array([row1, -p.dC_dt])
+    with np.errstate(all="ignore"):
+        cond = float(np.linalg.cond(A)) if np.isfinite(A).all() else float("inf")
+    if not math.isfinite(cond):
+        cond = float("inf")
+    reason = None
+
+    def heuristic(lam_dot: float):
+        if _is_zero(p.dC_dgamma, scale) or not math.isfinite(p.dC_dt) or not math.isfinite(p.dC_dlambda):
+            return None
+        return np.array([lam_dot, -(p.dC_dlambda * lam_dot + p.dC_dt) / p.dC_dgamma])
+
+    if method == "geodesic":
+        if slope is None:
+            raise ValueError("slope is required for method='geodesic'")
+        if _is_zero(denom, 0.0):
+            reason = f"1 + k lambda = {denom:.3g} is ~0 (k = {slope:.4g}, lambda = {lam:.4g})"
+        elif not np.isfinite(b).all():
+            reason = "the right-hand side of Eq. (30) is not finite"
+        elif cond > max_condition:
+            reason = f"the matrix of Eq. (30) has condition number {cond:.3g} > max_condition={max_condition:g}"
+        else:
+            sol = np.linalg.solve(A, b)
+            if np.isfinite(sol).all():
+                return dict(matrix=A, rhs=b, cond=cond, solution=sol, method_used="geodesic", reason=None)
+            reason = "the solution of Eq. (30) is not finite"
+        sol = heuristic(0.0)
+        if sol is not None:
+            return dict(matrix=A, rhs=b, cond=cond, solution=sol, method_used="heuristic-fallback", reason=reason)
+        reason += "; dC/dgamma is ~0 too: lambda and gamma kept"
+        return dict(matrix=A, rhs=b, cond=cond, solution=np.zeros(2), method_used="hold", reason=reason)
+    sol = heuristic(float(lambda_rate))
+    if sol is not None:
+        return dict(matrix=A, rhs=b, cond=cond, solution=sol, method_used="heuristic", reason=None)
+    return dict(matrix=A, rhs=b, cond=cond, solution=np.zeros(2), method_used="hold",
+                reason=f"dC/dgamma = {p.dC_dgamma:.3g} is ~0 in Eq. (38): lambda and gamma kept")
+
+
+def _advance(value: float, rate: float, dt: float, cfg: IsoTransferConfig) -> tuple[float, int]:
+    """``value + rate * dt`` inside the trust region and above ``min_multiplier``; the number of clips."""
+    new, clips = value + rate * dt, 0
+    if cfg.max_rel_change is not None:
+        lo, hi = value / (1 + cfg.max_rel_change), value * (1 + cfg.max_rel_change)
+        if not lo <= new <= hi:
+            new, clips = min(max(new, lo), hi), clips + 1
+    if new < cfg.min_multiplier:
+        new, clips = cfg.min_multiplier, clips + 1
+    return float(new), clips
+
+
+# ----------------------------------------------------------------------------
+# the transfer
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IsoTransferResult:
+    """What :func:`iso_transfer` returns; every array has one entry per time :math:`t_k = k/\\text{steps}`.
+
+    Attributes
+    ----------
+    t, lam, gamma : (steps + 1,) times and multipliers.
+    train, val : :class:`~ctd_lib.free_energy.FreeEnergyTerms` per :math:`t_k`, on the
+        interpolated training and held-out data.
+    val_accuracy : (steps + 1,) accuracy on the interpolated held-out task.
+    target_accuracy : (steps + 1,) accuracy on the target's held-out set.
+    free_energy : (steps + 1,) :math:`R + \\lambda D + \\gamma C` of the training functionals.
+    systems : per step (steps entries) a dict: ``matrix``, ``rhs``, ``cond``, ``solution``,
+        ``method_used``, ``reason``, ``partials`` (a dict) and ``clips``.
+    fallbacks : (step, reason) for every step that did not use its method as configured.
+    n_fallbacks, n_clips : how many fallbacks and clips of the multipliers.
+    slope : the :math:`k` used (None for the heuristic with no slope given).
+    model : the model at :math:`t = 1`.
+    wall_time : seconds.
+    config : the resolved configuration, with ``lam0``, ``gamma0`` and ``slope``.
+    """
+
+    t: np.ndarray
+    lam: np.ndarray
+    gamma: np.ndarray
+    train: list
+    val: list
+    val_accuracy: np.ndarray
+    target_accuracy: np.ndarray
+    free_energy: np.ndarray
+    systems: list
+    fallbacks: list
+    n_fallbacks: int
+    n_clips: int
+    slope: float | None
+    model: nn.Module = field(repr=False)
+    wall_time: float = 0.0
+    config: dict = field(default_factory=dict)
+
+    def array(self, name: str, split: str = "train") -> np.ndarray:
+        """(steps + 1,) values of a functional: ``name`` in rate, distortion, classification, accuracy, free_energy."""
+        check_choice("split", split, ("train", "val"))
+        check_choice("name", name, TERMS + ("free_energy",))
+        terms = self.train if split == "train" else self.val
+        if name == "free_energy":
+            return np.array([x.free_energy(l, g) for x, l, g in zip(terms, self.lam, self.gamma)], dtype=np.float64)
+        return np.array([getattr(x, name) for x in terms], dtype=np.float64)
+
+    def max_rel_change(self, name: str = "classification", split: str = "train") -> float:
+        """:math:`\\max_k |X_k - X_0| / |X_0|` of a functional (``inf`` when :math:`X_0 = 0` and it moved)."""
+        x = self.array(name, split)
+        dev = float(np.max(np.abs(x - x[0])))
+        return dev / abs(x[0]) if x[0] != 0 else (0.0 if dev == 0 else float("inf"))
+
+    @property
+    def c_max_rel_change(self) -> float:
+        """:math:`\\max_k |C_k - C_0| / C_0` on the training functionals: how well C was held constant."""
+        return self.max_rel_change("classification", "train")
+
+
+def c_max_rel_change(result: IsoTransferResult, split: str = "train") -> float:
+    """:math:`\\max_k |C_k - C_0| / C_0` of ``result`` on the ``split`` ("train" or "val") functionals."""
+    return result.max_rel_change("classification", split)
+
+
+def _check_task(name: str, task) -> None:
+    if not isinstance(task, Task):
+        raise ValueError(f"{name} must be a ctd_lib.data.Task; got {type(task).__name__}")
+    if task.x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty task ({task.name!r} has no examples)")
+
+
+def _check_inputs(model, tasks: dict, lam0, gamma0) -> None:
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    for name, task in tasks.items():
+        _check_task(name, task)
+    names = list(tasks)
+    first = names[0]
+    for name in names[1:]:
+        a, b = tuple(tasks[first].x.shape[1:]), tuple(tasks[name].x.shape[1:])
+        if a != b:
+            raise ValueError(f"{first} and {name} have different input shapes: {a} and {b}")
+        if tasks[first].num_classes != tasks[name].num_classes:
+            raise ValueError(f"{first} has num_classes={tasks[first].num_classes} and {name} "
+                             f"num_classes={tasks[name].num_classes}; build both with one head "
+                             "(make_task(..., label_offset=...))")
+    mc = getattr(model, "config", None)
+    shape, C = tuple(tasks[first].x.shape[1:]), tasks[first].num_classes
+    if mc is not None and getattr(mc, "input_shape", None) is not None and tuple(mc.input_shape) != shape:
+        raise ValueError(f"model has input_shape={tuple(mc.input_shape)} but the tasks have inputs of shape {shape}")
+    if mc is not None and getattr(mc, "num_classes", None) is not None and mc.num_classes != C:
+        raise ValueError(f"model has num_classes={mc.num_classes} but the tasks have num_classes={C}")
+    check_positive("lam0", lam0)
+    check_positive("gamma0", gamma0)
+
+
+def iso_transfer(model: nn.Module, source: Task, target: Task, source_val: Task, target_val: Task,
+                 lam0: float, gamma0: float, config: IsoTransferConfig | None = None, *,
+                 show_progress: bool | None = None) -> IsoTransferResult:
+    r"""Move ``model`` from ``source`` to ``target`` at constant classification loss, Sec. 4 of [Gao & Chaudhari 2020].
+
+    For :math:`k = 0, \dots, S-1` (:math:`S` = ``config.steps``, :math:`t_k = k/S`,
+    :math:`\Delta t = 1/S`), with the model at equilibrium on :math:`p(x, t_k)`:
+
+    1. estimate the partials of :math:`R, D, C` in :math:`\lambda, \gamma, t` (finite differences);
+    2. solve Eq. (30) ("geodesic") or Eq. (38) ("heuristic") for :math:`(\dot\lambda, \dot\gamma)`;
+    3. :math:`\lambda \mathrel{+}= \dot\lambda\,\Delta t`, :math:`\gamma \mathrel{+}= \dot\gamma\,\Delta t`
+       (trust region, floor), then equilibrate on :math:`p(x, t_{k+1})`;
+
+    and the functionals, accuracies and :math:`F = R + \lambda D + \gamma C` are logged at every
+    :math:`t_k`, :math:`k = 0, \dots, S`. See the module docstring for every choice.
+
+    Parameters
+    ----------
+    model : a :class:`~ctd_lib.free_energy.FreeEnergyModel` at equilibrium on ``source`` for
+        ``(lam0, gamma0)``; it is not modified (the transfer works on a deep copy).
+    source, target : training tasks with one input shape and one head (``num_classes``).
+    source_val, target_val : their held-out sets.
+    lam0, gamma0 : the starting multipliers (> 0).
+    config : :class:`IsoTransferConfig` (defaults if None).
+    show_progress : a progress bar (None: when stderr is a terminal).
+
+    Returns
+    -------
+    :class:`IsoTransferResult`.
+    """
+    cfg = IsoTransferConfig() if config is None else config
+    if not isinstance(cfg, IsoTransferConfig):
+        raise ValueError(f"config must be an IsoTransferConfig; got {type(cfg).__name__}")
+    tasks = dict(source=source, target=target, source_val=source_val, target_val=target_val)
+    _check_inputs(model, tasks, lam0, gamma0)
+    if cfg.method == "geodesic" and cfg.slope is not None and abs(1 + cfg.slope * lam0) <= _TINY:
+        raise ValueError(f"slope={cfg.slope!r} is not valid with lam0={lam0!r}: 1 + slope * lam0 is ~0 in Eq. (30)")
+
+    start = time.perf_counter()
+    model = copy.deepcopy(model)
+    dev = device_of(model)
+    rng = np.random.default_rng(cfg.seed)
+    train_path = TaskPath(cfg.interpolation, source, target, cfg, device=dev, rng=rng, train=True)
+    val_path = TaskPath(cfg.interpolation, source_val, target_val, cfg, device=dev, rng=rng, train=False)
+    S = cfg.steps
+    times = [k / S for k in range(S + 1)]
+    seed_of = lambda k, what: cfg.seed * 1_000_003 + 10 * k + what  # noqa: E731  distinct seeds per step and role
+
+    slope = None if cfg.slope is None else float(cfg.slope)
+    slope_from = "config"
+    if cfg.method == "geodesic" and slope is None:
+        slope, slope_from = _endpoint_slope(model, train_path, lam0, gamma0, cfg, seed_of(S, 9))
+
+    lam, gamma = float(lam0), float(gamma0)
+    lams, gammas, train_terms, val_terms, target_acc = [], [], [], [], []
+    systems, fallbacks, n_clips = [], [], 0
+
+    def log(k: int) -> None:
+        m_seed = seed_of(0, 0)  # the same noise at every t_k: C_k - C_0 is not swamped by Monte-Carlo error
+        lams.append(lam)
+        gammas.append(gamma)
+        train_terms.append(train_path.terms(model, times[k], n_z=cfg.n_z_measure, seed=m_seed))
+        val_terms.append(val_path.terms(model, times[k], n_z=cfg.n_z_measure, seed=m_seed))
+        target_acc.append(float(val_path.target_terms(model, n_z=cfg.n_z_measure, seed=m_seed).accuracy))
+
+    log(0)
+    for k in progress(range(S), desc="iso-transfer", total=S, enabled=show_progress):
+        t, t_next = times[k], times[k + 1]
+        p = transfer_partials(model, train_path, t, t_next, lam, gamma, cfg, seed=seed_of(k, 1))
+        sys_k = solve_step(p, lam, method=cfg.method, slope=slope, lambda_rate=cfg.lambda_rate,
+                           max_condition=cfg.max_condition)
+        if sys_k["reason"] is not None:
+            fallbacks.append((k, sys_k["reason"]))
+            warnings.warn(f"iso_transfer step {k} (t = {t:.3g}): {sys_k['reason']}; used {sys_k['method_used']}",
+                          RuntimeWarning, stacklevel=2)
+        lam_dot, gamma_dot = (float(v) for v in sys_k["solution"])
+        lam, c1 = _advance(lam, lam_dot, t_next - t, cfg)
+        gamma, c2 = _advance(gamma, gamma_dot, t_next - t, cfg)
+        n_clips += c1 + c2
+        systems.append(dict(sys_k, partials=p.to_dict(), clips=c1 + c2))
+        eq = replace(cfg.equilibration, seed=seed_of(k, 2))
+        equilibrate(model, train_path.batch_sampler(t_next), lam, gamma, eq, show_progress=False)
+        log(k + 1)
+
+    lam_a, gamma_a = np.array(lams), np.array(gammas)
+    resolved = dict(cfg.to_dict(), lam0=float(lam0), gamma0=float(gamma0), slope=slope, slope_from=slope_from,
+                    budget=transfer_budget(cfg), source=source.name, target=target.name)
+    return IsoTransferResult(
+        t=np.array(times), lam=lam_a, gamma=gamma_a, train=train_terms, val=val_terms,
+        val_accuracy=np.array([v.accuracy for v in val_terms], dtype=np.float64),
+        target_accuracy=np.array(target_acc),
+        free_energy=np.array([x.free_energy(l, g) for x, l, g in zip(train_terms, lam_a, gamma_a)], dtype=np.float64),
+        systems=systems, fallbacks=fallbacks, n_fallbacks=len(fallbacks), n_clips=n_clips, slope=slope,
+        model=model, wall_time=time.perf_counter() - start, config=resolved,
+    )
+
+
+def _endpoint_slope(model: nn.Module, path: TaskPath, lam: float, gamma: float, cfg: IsoTransferConfig,
+                    seed: int) -> tuple[float, str]:
+    r""":math:`k = (D_1 - D_0)/(R_1 - R_0)`: the source model at :math:`t=0` against a copy equilibrated at :math:`t=1`."""
+    eq = replace(_slope_equilibration(cfg), seed=seed)
+    at_target = _equilibrated_copy(model, path.batch_sampler(1.0), lam, gamma, eq)
+    a = path.terms(model, 0.0, n_z=cfg.n_z_measure, seed=seed)
+    b = path.terms(at_target, 1.0, n_z=cfg.n_z_measure, seed=seed)
+    dR, dD = b.rate - a.rate, b.distortion - a.distortion
+    if _is_zero(dR, abs(a.rate)) or not math.isfinite(dD):
+        warnings.warn(f"iso_transfer: the source and target equilibria have the same rate ({a.rate:.4g}); "
+                      "slope k = dD/dR undefined, using k = 0 (constant distortion)", RuntimeWarning, stacklevel=3)
+        return 0.0, "endpoints-degenerate"
+    return float(dD / dR), "endpoints"

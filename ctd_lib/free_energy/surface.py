@@ -1,0 +1,276 @@
+r"""The equilibrium surface and the iso-classification process ([Gao & Chaudhari 2020]).
+
+The optimal free energy :math:`F(\lambda, \gamma) = \min_\theta R + \lambda D + \gamma C`
+(Eq. 8) is a minimum of affine functions of :math:`(\lambda, \gamma)`, hence
+concave (Lemma 3), with
+
+.. math::
+
+    \frac{\partial F}{\partial \lambda} = D, \qquad \frac{\partial F}{\partial \gamma} = C,
+    \qquad \operatorname{Hess} F \preceq 0 .
+
+:func:`equilibrium_surface` trains one model per grid point and
+:func:`lemma3_check` tests these three properties on the measured grid.
+
+The iso-classification process (Remark 7, Eq. 31) moves the multipliers so that
+:math:`C` stays constant while the model is re-equilibrated after each move:
+
+.. math::
+
+    \dot\lambda = -\alpha \frac{\partial C}{\partial \gamma}, \qquad
+    \dot\gamma = \alpha \frac{\partial C}{\partial \lambda},
+
+so :math:`\dot C = C_\lambda \dot\lambda + C_\gamma \dot\gamma = 0`; along it
+:math:`\dot R = -\lambda \dot D` (Remark 10, Eq. 29), which
+:func:`remark10_check` measures.
+
+Choices made where the paper is silent:
+
+* **Finite differences with common random numbers.** The partials of Eq. (31)
+  are central differences over probes (``fd_rel`` times the current value on
+  each side). Each probe deep-copies the current model, equilibrates it at the
+  probed multipliers with the *same* seed (same mini-batches, same latent
+  noise) and is measured on the same fixed data with the same noise, so the
+  difference reflects the change of multiplier and not sampling noise.
+* **Euler steps, optionally normalised.** :math:`(\lambda, \gamma) \mathrel{+}=
+  dt\,(\dot\lambda, \dot\gamma)`. With ``step_rel`` set, each step is rescaled so
+  the larger relative change of the two multipliers equals ``step_rel``: a
+  reparametrisation of time that keeps the direction of Eq. (31) (the scale of
+  :math:`\partial C/\partial\gamma` is not known in advance).
+* **Clipping of the multipliers.** An update that would make :math:`\lambda` or
+  :math:`\gamma` smaller than ``min_multiplier`` is clipped there, counted in
+  :attr:`IsoClassificationResult.n_clipped`, and a warning is issued.
+* **Surface grid training.** Every grid point is trained from scratch from the
+  same initial weights and seed (or, with ``warm_start``, from the previous
+  grid point in raster order), and measured with the same noise seed.
+
+Reference: Y. Gao and P. Chaudhari, *A Free-Energy Principle for
+Representation Learning*, ICML 2020.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .._util.checks import check_choice, check_nonnegative, check_positive
+from .._util.progress import progress
+from .equilibrate import EquilibrationConfig, array_sampler, train_equilibrium
+from .functionals import _check_xy, measure
+from .model import FreeEnergyModelConfig, make_free_energy_model
+
+__all__ = ["Lemma3Check", "SPLITS", "SurfaceGrid", "TERM_NAMES", "equilibrium_surface", "lemma3_check"]
+
+TERM_NAMES = ("rate", "distortion", "classification", "accuracy")
+SPLITS = ("train", "val")
+
+
+def _check_grid(name: str, values) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-d sequence of numbers; got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"{name}={arr.tolist()!r} is not valid; every value must be finite and >= 0")
+    if np.any(np.diff(arr) <= 0):
+        raise ValueError(f"{name}={arr.tolist()!r} is not valid; it must be strictly increasing")
+    return arr
+
+
+def _subset(x, y, size: int | None, seed: int):
+    """The first ``size`` examples of a seeded permutation (all of them if ``size`` is None)."""
+    x, y = _check_xy(x, y)
+    if size is None or size >= x.shape[0]:
+        return x, y
+    idx = torch.from_numpy(np.random.default_rng(seed).permutation(x.shape[0])[:size])
+    return x[idx], y[idx]
+
+
+# ----------------------------------------------------------------------------
+# the equilibrium surface
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SurfaceGrid:
+    """Functionals of equilibrium models on a grid of multipliers."""
+
+    lambdas: np.ndarray  # (a,) strictly increasing
+    gammas: np.ndarray  # (b,) strictly increasing
+    train: list  # [a][b] FreeEnergyTerms on training data
+    val: list  # [a][b] FreeEnergyTerms on held-out data
+    config: dict = field(default_factory=dict)  # resolved model and training configuration
+    wall_time: float = 0.0  # seconds
+    models: list | None = field(default=None, repr=False)  # [a][b] the trained models (keep_models=True)
+
+    def model(self, lam: float, gamma: float):
+        """The trained model at grid point (``lam``, ``gamma``); needs ``keep_models=True``."""
+        if self.models is None:
+            raise ValueError("this grid kept no models; build it with equilibrium_surface(..., keep_models=True)")
+        i, j = np.flatnonzero(np.isclose(self.lambdas, lam)), np.flatnonzero(np.isclose(self.gammas, gamma))
+        if not len(i) or not len(j):
+            raise ValueError(f"(lam, gamma)=({lam!r}, {gamma!r}) is not a point of the grid "
+                             f"(lambdas {self.lambdas.tolist()}, gammas {self.gammas.tolist()})")
+        return self.models[int(i[0])][int(j[0])]
+
+    @property
+    def F(self) -> np.ndarray:
+        r"""(a, b) :math:`R + \lambda D + \gamma C` on the training data, Eq. (8) of [Gao & Chaudhari 2020]."""
+        return np.array([[self.train[i][j].free_energy(lam, gam) for j, gam in enumerate(self.gammas)]
+                         for i, lam in enumerate(self.lambdas)])
+
+    def array(self, name: str, split: str = "train") -> np.ndarray:
+        """(a, b) array of one functional: 'rate', 'distortion', 'classification' or 'accuracy'."""
+        check_choice("name", name, TERM_NAMES)
+        check_choice("split", split, SPLITS)
+        terms = self.train if split == "train" else self.val
+        return np.array([[getattr(t, name) for t in row] for row in terms], dtype=float)
+
+
+def equilibrium_surface(
+    x, y, x_val, y_val, lambdas, gammas, *, model_config: FreeEnergyModelConfig | str,
+    train_config: EquilibrationConfig, n_z_measure: int = 8, measure_size: int | None = None,
+    warm_start: bool = False, keep_models: bool = False, show_progress: bool | None = None,
+) -> SurfaceGrid:
+    r"""Equilibrium functionals on a grid, the surface of Lemma 3 / Eq. (13) of [Gao & Chaudhari 2020].
+
+    .. math::
+
+        \theta_{ij} \approx \operatorname*{argmin}_\theta R + \lambda_i D + \gamma_j C,
+        \qquad F_{ij} = R(\theta_{ij}) + \lambda_i D(\theta_{ij}) + \gamma_j C(\theta_{ij})
+
+    One model per grid point, built from ``model_config`` (a config or a preset
+    name, same seed everywhere) and trained with :func:`train_equilibrium` and
+    ``train_config`` (same seed everywhere); with ``warm_start`` each point
+    starts from the previous one in raster order instead. Each model is measured
+    on (a seeded subset of ``measure_size`` examples of) the training and
+    held-out data with noise seed 0; ``keep_models`` keeps the trained models
+    (:meth:`SurfaceGrid.model`), e.g. as starting points of
+    :func:`iso_classification`. ``x``, ``x_val`` (N, C, H, W); ``y``,
+    ``y_val`` int64 (N,) or float (N, K); ``lambdas`` (a,), ``gammas`` (b,),
+    each strictly increasing and >= 0.
+    """
+    lambdas = _check_grid("lambdas", lambdas)
+    gammas = _check_grid("gammas", gammas)
+    if not isinstance(train_config, EquilibrationConfig):
+        raise ValueError(f"train_config={train_config!r} is not valid; it must be an EquilibrationConfig")
+    check_positive("n_z_measure", n_z_measure, integer=True)
+    if measure_size is not None:
+        check_positive("measure_size", measure_size, integer=True)
+    x, y = _check_xy(x, y)
+    xm, ym = _subset(x, y, measure_size, train_config.seed)
+    xv, yv = _subset(x_val, y_val, measure_size, train_config.seed)
+    base = make_free_energy_model(model_config)  # validates model_config
+    sampler = array_sampler(x, y)
+    train = [[None] * len(gammas) for _ in lambdas]
+    val = [[None] * len(gammas) for _ in lambdas]
+    models = [[None] * len(gammas) for _ in lambdas] if keep_models else None
+    points = [(i, j) for i in range(len(lambdas)) for j in range(len(gammas))]
+    previous = None
+    t0 = time.perf_counter()
+    for i, j in progress(points, desc="equilibrium surface", enabled=show_progress):
+        model = copy.deepcopy(previous if (warm_start and previous is not None) else base)
+        train_equilibrium(model, sampler, lambdas[i], gammas[j], train_config, show_progress=False)
+        train[i][j] = measure(model, xm, ym, n_z=n_z_measure)
+        val[i][j] = measure(model, xv, yv, n_z=n_z_measure)
+        previous = model
+        if keep_models:
+            models[i][j] = model
+    config = {"model": base.config.to_dict(), "train": train_config.to_dict(), "n_z_measure": n_z_measure,
+              "measure_size": measure_size, "warm_start": bool(warm_start)}
+    return SurfaceGrid(lambdas=lambdas, gammas=gammas, train=train, val=val, config=config,
+                       wall_time=time.perf_counter() - t0, models=models)
+
+
+# ----------------------------------------------------------------------------
+# Lemma 3
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lemma3Check:
+    """Numerical checks of Lemma 3 on a :class:`SurfaceGrid`."""
+
+    supporting_plane_violations: int  # pairs with F[k,l] > R_ij + lam_k D_ij + gamma_l C_ij + tol*|F[k,l]|
+    supporting_plane_max_rel_violation: float  # max over pairs of (F[k,l] - plane) / |F[k,l]|, 0 if none
+    n_pairs: int  # ordered pairs of distinct grid points checked
+    dF_dlambda: np.ndarray  # (a, b) finite differences of F along lambda (np.gradient)
+    dF_dgamma: np.ndarray  # (a, b) finite differences of F along gamma
+    dF_dlambda_vs_D_rel_err: float  # median over grid points of |dF/dlam - D| / |D|
+    dF_dgamma_vs_C_rel_err: float  # median over grid points of |dF/dgamma - C| / |C|
+    hessian_eigenvalues: np.ndarray  # (m, 2) at interior points, ascending; concave => both <= 0
+    hessian_negative_fraction: float  # fraction of interior points with both eigenvalues <= 0 (nan if none)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        for k, v in out.items():
+            if isinstance(v, np.ndarray):
+                out[k] = v.tolist()
+        return out
+
+
+def _second_differences(F: np.ndarray, lam: np.ndarray, gam: np.ndarray) -> np.ndarray:
+    """(m, 2, 2) Hessians at interior points by central second differences on a non-uniform grid."""
+    out = []
+    for i in range(1, len(lam) - 1):
+        hm, hp = lam[i] - lam[i - 1], lam[i + 1] - lam[i]
+        for j in range(1, len(gam) - 1):
+            km, kp = gam[j] - gam[j - 1], gam[j + 1] - gam[j]
+            f_ll = 2 * (hm * F[i + 1, j] - (hm + hp) * F[i, j] + hp * F[i - 1, j]) / (hm * hp * (hm + hp))
+            f_gg = 2 * (km * F[i, j + 1] - (km + kp) * F[i, j] + kp * F[i, j - 1]) / (km * kp * (km + kp))
+            f_lg = (F[i + 1, j + 1] - F[i + 1, j - 1] - F[i - 1, j + 1] + F[i - 1, j - 1]) / ((hm + hp) * (km + kp))
+            out.append([[f_ll, f_lg], [f_lg, f_gg]])
+    return np.array(out, dtype=float).reshape(-1, 2, 2)
+
+
+def lemma3_check(grid: SurfaceGrid, *, tol: float = 0.0) -> Lemma3Check:
+    r"""Check Lemma 3 of [Gao & Chaudhari 2020] on a measured grid.
+
+    .. math::
+
+        F(\lambda_k, \gamma_l) \le R_{ij} + \lambda_k D_{ij} + \gamma_l C_{ij}\ \ \forall (i,j), (k,l);
+        \qquad \partial_\lambda F = D, \quad \partial_\gamma F = C; \qquad \operatorname{Hess} F \preceq 0
+
+    where :math:`(R_{ij}, D_{ij}, C_{ij})` are the training functionals of the
+    model at grid point :math:`(i, j)` and :math:`F_{kl}` the free energy of the
+    model at :math:`(k, l)`. The first inequality is the definition of
+    :math:`F` as a minimum of affine functions (each model's plane lies above
+    :math:`F`): a violation means the model at :math:`(k, l)` is not at the
+    minimum (equilibration did not converge). Derivatives are ``np.gradient``
+    with the grid's spacing (second order inside, first order on the edges);
+    Hessians are central second differences at interior points. ``tol`` is a
+    relative slack for the plane inequality. Needs at least 2 values of each
+    multiplier (3 for any Hessian).
+    """
+    check_nonnegative("tol", tol)
+    lam, gam = np.asarray(grid.lambdas, float), np.asarray(grid.gammas, float)
+    if len(lam) < 2 or len(gam) < 2:
+        raise ValueError(f"grid has {len(lam)} lambdas and {len(gam)} gammas; lemma3_check needs at least 2 of each")
+    F = grid.F
+    R, D, C = (grid.array(n) for n in ("rate", "distortion", "classification"))
+    # planes[i, j, k, l] = R_ij + lam_k D_ij + gamma_l C_ij
+    planes = (R[:, :, None, None] + lam[None, None, :, None] * D[:, :, None, None]
+              + gam[None, None, None, :] * C[:, :, None, None])
+    scale = np.maximum(np.abs(F), np.finfo(float).tiny)[None, None, :, :]
+    excess = (F[None, None, :, :] - planes) / scale
+    a, b = F.shape
+    off_diagonal = ~np.eye(a * b, dtype=bool).reshape(a, b, a, b)
+    violations = int(np.sum((excess > tol) & off_diagonal))
+    max_rel = float(max(0.0, np.max(np.where(off_diagonal, excess, -np.inf))))
+    dF_dl, dF_dg = np.gradient(F, lam, gam)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err_d = float(np.median(np.abs(dF_dl - D) / np.abs(D)))
+        err_c = float(np.median(np.abs(dF_dg - C) / np.abs(C)))
+    hess = _second_differences(F, lam, gam)
+    eig = np.linalg.eigvalsh(hess) if len(hess) else np.zeros((0, 2))
+    # rounding: an eigenvalue within 1e-9 of the largest |eigenvalue| of 0 counts as <= 0
+    atol = 1e-9 * float(np.max(np.abs(eig))) if eig.size else 0.0
+    neg = float(np.mean(np.all(eig <= atol, axis=1))) if len(eig) else float("nan")
+    return Lemma3Check(
+        supporting_plane_violations=violations, supporting_plane_max_rel_violation=max_rel,
+        n_pairs=int(off_diagonal.sum()), dF_dlambda=dF_dl, dF_dgamma=dF_dg,
+        dF_dlambda_vs_D_rel_err=err_d, dF_dgamma_vs_C_rel_err=err_c,
+        hessian_eigenvalues=eig, hessian_negative_fraction=neg,
+    )
