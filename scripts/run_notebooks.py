@@ -12,6 +12,7 @@ order, and the scorecard last, so that it sees every chapter's results.
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import time
 from pathlib import Path
@@ -29,8 +30,30 @@ def notebook_names(src: Path) -> list[str]:
     return names + [SCORECARD] if (src / f"{SCORECARD}.py").exists() else names
 
 
+def parameter_names(nb) -> set[str]:
+    """The names the notebook's ``parameters`` cell assigns (papermill's injected cell overrides exactly these)."""
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"a notebook needs exactly one cell tagged 'parameters'; found {len(cells)}")
+    names = set()
+    for node in ast.parse(cells[0].source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def check_parameters(parameters: dict, defined: set[str], where: str) -> None:
+    """Refuse a parameter the notebook does not define: papermill would inject it, the notebook would
+    never read it, and the run would silently use the default (a typo in a paper-scale file, say)."""
+    unknown = sorted(set(parameters) - defined)
+    if unknown:
+        raise SystemExit(f"{where}: unknown parameter(s) {unknown}; the notebook's parameters cell defines "
+                         f"{sorted(defined)}")
+
+
 def run(name: str, *, src: Path, out: Path, scale: str, results_dir: Path, params_root: Path) -> float:
     nb = jupytext.read(src / f"{name}.py")
+    defined = parameter_names(nb)
     ipynb = out / f"{name}.ipynb"
     jupytext.write(nb, ipynb)
     parameters = {"results_dir": str(results_dir)}
@@ -42,7 +65,12 @@ def run(name: str, *, src: Path, out: Path, scale: str, results_dir: Path, param
     if scale != "cpu" and yml.exists():
         import yaml
 
-        parameters = {**yaml.safe_load(yml.read_text()), **parameters}
+        from_file = yaml.safe_load(yml.read_text()) or {}
+        if not isinstance(from_file, dict):
+            raise SystemExit(f"{yml}: must hold a mapping of parameter names to values")
+        check_parameters(from_file, defined, str(yml))
+        parameters = {**from_file, **parameters}
+    check_parameters(parameters, defined, f"{name} (parameters injected by this script)")
     start = time.perf_counter()
     papermill.execute_notebook(
         str(ipynb), str(ipynb), parameters=parameters, kernel_name="python3", cwd=str(out), progress_bar=False,
