@@ -318,6 +318,7 @@ def _torchvision_arrays(name: str, split: str, root: str | os.PathLike | None,
     _check_root(name, root, download)
     cls = {"mnist": tvd.MNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
     try:
+        assert root is not None  # _check_root raised otherwise
         ds = cls(str(Path(root).expanduser()), train=(split == "train"), download=download)
     except RuntimeError as err:
         raise RuntimeError(f"could not load {name} from root={str(root)!r}: {err}") from err

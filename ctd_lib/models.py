@@ -231,6 +231,7 @@ def scale_hidden_(model: nn.Module, layer_index: int, c: float) -> nn.Module:
             f"through ReLU only, by another Linear (found {found})"
         )
     first, second = layers[layer_index], layers[j]
+    assert isinstance(first, nn.Linear) and isinstance(second, nn.Linear)  # checked above
     first.weight.mul_(c)
     if first.bias is not None:
         first.bias.mul_(c)

@@ -122,7 +122,7 @@ class EquilibrationLog:
     lam: float  # lambda of the run
     gamma: float  # gamma of the run
     wall_time: float  # seconds
-    terms: np.ndarray = field(default=None, repr=False)  # (steps, 3) mini-batch R, D, C before each update
+    terms: np.ndarray | None = field(default=None, repr=False)  # (steps, 3) mini-batch R, D, C before each update
 
 
 def equilibrate(

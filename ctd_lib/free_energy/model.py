@@ -178,6 +178,9 @@ class FreeEnergyModel(nn.Module):
         self.config = config
         c, h, w = config.input_shape
         d, k = c * h * w, config.latent
+        self.encoder: nn.Module
+        self.decoder: nn.Module
+        self.classifier: nn.Module
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             if config.encoder == "mlp":

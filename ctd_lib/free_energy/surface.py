@@ -59,8 +59,8 @@ import torch
 from .._util.checks import check_choice, check_nonnegative, check_positive
 from .._util.progress import progress
 from .equilibrate import EquilibrationConfig, array_sampler, train_equilibrium
-from .functionals import _check_xy, measure
-from .model import FreeEnergyModelConfig, make_free_energy_model
+from .functionals import FreeEnergyTerms, _check_xy, measure
+from .model import FreeEnergyModel, FreeEnergyModelConfig, make_free_energy_model
 
 __all__ = ["Lemma3Check", "SPLITS", "SurfaceGrid", "TERM_NAMES", "equilibrium_surface", "lemma3_check"]
 
@@ -164,9 +164,9 @@ def equilibrium_surface(
     xv, yv = _subset(x_val, y_val, measure_size, train_config.seed)
     base = make_free_energy_model(model_config)  # validates model_config
     sampler = array_sampler(x, y)
-    train = [[None] * len(gammas) for _ in lambdas]
-    val = [[None] * len(gammas) for _ in lambdas]
-    models = [[None] * len(gammas) for _ in lambdas] if keep_models else None
+    train: list[list[FreeEnergyTerms | None]] = [[None] * len(gammas) for _ in lambdas]
+    val: list[list[FreeEnergyTerms | None]] = [[None] * len(gammas) for _ in lambdas]
+    models: list[list[FreeEnergyModel | None]] | None = [[None] * len(gammas) for _ in lambdas] if keep_models else None
     points = [(i, j) for i in range(len(lambdas)) for j in range(len(gammas))]
     previous = None
     t0 = time.perf_counter()
@@ -176,7 +176,7 @@ def equilibrium_surface(
         train[i][j] = measure(model, xm, ym, n_z=n_z_measure)
         val[i][j] = measure(model, xv, yv, n_z=n_z_measure)
         previous = model
-        if keep_models:
+        if models is not None:
             models[i][j] = model
     config = {"model": base.config.to_dict(), "train": train_config.to_dict(), "n_z_measure": n_z_measure,
               "measure_size": measure_size, "warm_start": bool(warm_start)}

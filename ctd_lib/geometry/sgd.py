@@ -202,7 +202,7 @@ def train_sgd(
     return TrainResult(losses=losses.numpy(), length=length, checkpoints=checkpoints, wall_time=wall)
 
 
-def _norm(tensors: list) -> torch.Tensor:
+def _norm(tensors: list | tuple) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
@@ -216,7 +216,7 @@ def _sgd_step_norm(params: list, config: SGDConfig) -> torch.Tensor:
     gradient avoids a copy of the weights at every step; the test suite checks
     it against the difference of consecutive weights.
     """
-    grads = [p.grad for p in params]
+    grads: list | tuple = [p.grad for p in params]
     if config.weight_decay:
         grads = torch._foreach_add(grads, [p.detach() for p in params], alpha=config.weight_decay)
     return config.lr * _norm(grads)
@@ -249,7 +249,8 @@ def measure_length_overhead(
     check_positive("repeats", repeats, integer=True)
     warm = SGDConfig(steps=min(5, config.steps), lr=config.lr, seed=config.seed)
     train_sgd(model_fn(), sampler, warm, track_length=True, show_progress=False)
-    plain, tracked = [], []
+    plain: list[float] = []
+    tracked: list[float] = []
     for r in range(repeats):
         order = (False, True) if r % 2 == 0 else (True, False)
         for track in order:

@@ -515,7 +515,7 @@ def coupled_transfer_distance(
         plan = proximal_update(plan, costs, lam, cfg.reg)  # Eq. (12a)
     return TransferResult(
         distance=per[-1], convention=cfg.convention, per_iteration=per, per_iteration_other=other, coupling=plan,
-        ground_cost=costs, log=logs[-1], logs=logs, target_model=model, wall_time=time.perf_counter() - start,
+        ground_cost=costs, log=logs[-1], logs=logs, target_model=_trained(model), wall_time=time.perf_counter() - start,
         config=cfg.to_dict(),
     )
 
@@ -551,6 +551,12 @@ def authors_scale(length: float, checkpoints: int = 100) -> float:
     """
     check_positive("checkpoints", checkpoints, integer=True)
     return length / (checkpoints * math.sqrt(2.0))
+
+
+def _trained(model: nn.Module | None) -> nn.Module:
+    """The model of the last outer iteration (there is always at least one)."""
+    assert model is not None
+    return model
 
 
 def train_source_model(

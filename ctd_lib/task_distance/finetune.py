@@ -129,7 +129,7 @@ class FineTuneResult:
     cumulative_fisher_rao: np.ndarray
     n_clamped: int
     config: FineTuneConfig
-    final_model: nn.Module = field(default=None, repr=False, compare=False)
+    final_model: nn.Module | None = field(default=None, repr=False, compare=False)
 
 
 def fine_tuning_distance(
@@ -226,6 +226,7 @@ def fine_tuning_distance(
         warnings.warn("fine_tuning_distance: the final validation accuracy is 0, so the threshold is 0 and is met "
                       "at step 0; increase max_steps or lr", RuntimeWarning, stacklevel=2)
     k_star = int(steps_arr[np.flatnonzero(acc_arr >= threshold)[0]])
+    assert run.length is not None  # train_sgd was asked to track the length
     euclid = np.concatenate([[0.0], run.length.cumulative["euclidean"]])
     fisher_rao = np.concatenate([[0.0], run.length.cumulative["manifold"]])
     return FineTuneResult(

@@ -167,6 +167,7 @@ def fisher_diagonal(
         # Rows (input index, label, weight); F_ii = (1/N) sum_rows weight * grad_i^2.
         if fisher == "empirical":
             rows = torch.arange(n)
+            assert y is not None  # checked above
             labels = y.to(torch.int64)
             weights = torch.ones(n, dtype=torch.float64)
         else:

@@ -269,13 +269,14 @@ def block_plan(costs, assignment: BlockAssignment, *, reg: float | None = None, 
         check_positive("reg", reg)
     Cs = _block_costs(costs, assignment)
     K = assignment.n_blocks
+    reg_value = float(reg) if reg is not None else 0.0  # reg is required (checked above) unless exact
     if exact:
         res = [exact_plan(None, None, c) for c in Cs]
         solver, eps, n_iter = "emd", np.zeros(K), 0
     elif solver == "pot":
         with warnings.catch_warnings():  # one summary warning below instead of one per block
             warnings.simplefilter("ignore", RuntimeWarning)
-            res = [entropic_plan(None, None, c, reg=reg, relative=relative, max_iter=max_iter, tol=tol,
+            res = [entropic_plan(None, None, c, reg=reg_value, relative=relative, max_iter=max_iter, tol=tol,
                                  marginal_tol=marginal_tol) for c in Cs]
         eps, n_iter = np.array([r.reg for r in res]), max(r.n_iter for r in res)
         bad = [r.marginal_err for r in res if not r.converged]
@@ -288,7 +289,7 @@ def block_plan(costs, assignment: BlockAssignment, *, reg: float | None = None, 
         errs, ok = np.array([r.marginal_err for r in res]), all(r.converged for r in res)
         cost = float(sum(r.cost for r in res)) / K
     else:
-        eps = _block_eps(Cs, reg, relative)
+        eps = _block_eps(Cs, reg_value, relative)
         plans, n_iter, errs, cost = _torch_blocks(Cs, eps, device, dtype, max_iter, tol, marginal_tol)
         plans = [p / K for p in plans]
         ok = bool((errs <= marginal_tol).all())
