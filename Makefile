@@ -1,17 +1,23 @@
 # ctd-book: two commands do everything.
 #   make book   virtual environment, data, every notebook at the CPU scale, strict HTML build
-#   make test   unit/property tests, notebooks at the smallest scale, strict book build, browser check
+#   make test   linters and type checker, unit/property tests, notebooks at the smallest scale, strict book
+#               build, browser check
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ctd-installed
 
-.PHONY: book test setup data notebooks html browser clean
+.PHONY: book test setup data notebooks html browser lint clean
 
 book: setup data notebooks html
 
-test: setup data browser
+test: setup data browser lint
 	$(BIN)/python -m pytest
+
+# The linters and the type checker (configured in pyproject.toml) are part of the test command.
+lint: setup
+	$(BIN)/ruff check ctd_lib notebooks tests scripts benchmarks
+	$(BIN)/mypy
 
 setup: $(STAMP)
 
