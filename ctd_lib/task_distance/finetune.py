@@ -14,7 +14,7 @@ Sec. 5.2 of [Gao & Chaudhari 2021] defines both baselines in a few sentences:
     using the diagonal of the FIM of a model trained on them individually.
     Cosine distance between these vectors is defined as the task distance."
 
-:func:`fine_tuning_distance` runs the library's own SGD (:func:`~ctd_lib.training.train_sgd`)
+:func:`fine_tuning_distance` runs the library's own SGD (:func:`~ctd_lib.geometry.sgd.train_sgd`)
 from a copy of the source model and reads the length off its bookkeeping;
 :func:`task2vec_embedding` computes the diagonal of the Fisher information
 matrix (Eq. 3) of a probe network from exact per-sample gradients
@@ -171,7 +171,7 @@ def fine_tuning_distance(
     ``initial_val_acc`` and ``final_val_acc``. A final accuracy of 0 makes the
     threshold 0 and warns.
 
-    The whole trajectory is a single :func:`~ctd_lib.training.train_sgd` run
+    The whole trajectory is a single :func:`~ctd_lib.geometry.sgd.train_sgd` run
     (so momentum buffers carry across steps). The validation accuracy of
     :math:`w_k` is read when the mini-batch of step :math:`k` is drawn, before
     that step's forward pass, and of :math:`w_T` after the run; this costs one

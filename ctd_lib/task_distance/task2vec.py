@@ -107,7 +107,7 @@ def fisher_diagonal(
 
     - ``"exact"``: :math:`q = p_w`, the expectation summed over all classes: the
       diagonal of Eq. (3) of [Gao & Chaudhari 2021] (the diagonal of
-      :func:`~ctd_lib.geometry.fisher_matrix`);
+      :func:`~ctd_lib.geometry.fim.fisher_matrix`);
     - ``"model"``: :math:`q = p_w`, the expectation estimated by ``mc_samples``
       draws per input (unbiased; this is Task2Vec's estimator, which samples
       :math:`y` from the model, not the data);
