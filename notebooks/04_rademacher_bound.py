@@ -19,16 +19,17 @@
 #
 # Section 4 of the paper looks at the coupled transfer process with learning theory. For binary
 # tasks and a loss $0 \le \ell < M$ that is Lipschitz in the weights, the empirical Rademacher
-# complexity of the loss class over a weight set $A(r)$ is
+# complexity of the loss class over a weight set $A(r)$ is (the paper's Eq. (13))
 #
-# $$
+# ```{math}
+# :label: rademacher-eq-13
 # R_N(r) = \mathbb{E}_{\hat p \sim p}\ \mathbb{E}_{\sigma}
-#   \sup_{w \in A(r)} \frac 1N \sum_{i=1}^N \sigma^i\, \ell(w; x^i, y^i), \tag{13}
-# $$
+#   \sup_{w \in A(r)} \frac 1N \sum_{i=1}^N \sigma^i\, \ell(w; x^i, y^i),
+# ```
 #
 # and the classical bound on the generalisation gap of every hypothesis, with probability at least
-# $1-\delta$, is $2R_N + \sqrt{2\log(1/\delta)/N}$ (for a loss in $[0, 1]$; we multiply the
-# second term by $M$). Theorem 5 then bounds the probability that the gap *averaged over $K$
+# $1-\delta$, is $2R_N + \sqrt{2\log(1/\delta)/N}$ with $R_N$ of {eq}`rademacher-eq-13` (for a loss in
+# $[0, 1]$; we multiply the second term by $M$). Theorem 5 then bounds the probability that the gap *averaged over $K$
 # instants of the trajectory* exceeds $\epsilon$ by a quantity that depends on the Fisher-Rao
 # speed of the trajectory. This chapter computes both, on MNIST digit pairs, and compares them
 # with gaps measured over many independent draws of the training samples.
@@ -40,11 +41,12 @@
 # all $\epsilon > 2\sum_k (\tau_k - \tau_{k-1})\,\mathbb{E}_{x\sim p_\tau}|\Delta\ell(w(\tau_{k-1}))|$,
 # the probability that
 # $\frac1K\sum_k \big(\mathbb{E}_{p_{\tau_k}}\ell(w(\tau_k)) - \frac1N\sum_{\hat p_{\tau_k}}\ell(w(\tau_k))\big)$
-# exceeds $\epsilon$ is at most
+# exceeds $\epsilon$ is at most (the paper's Eq. (14), as printed)
 #
-# $$
-# 2K \exp\Big\{-\frac{2}{M^2}\big(\epsilon - 2S\big)^2\Big\}, \tag{14, as printed}
-# $$
+# ```{math}
+# :label: rademacher-eq-14
+# 2K \exp\Big\{-\frac{2}{M^2}\big(\epsilon - 2S\big)^2\Big\},
+# ```
 #
 # where
 #
@@ -65,11 +67,12 @@
 #   $|G_k(w(\tau_k)) - G_k(w(\tau_{k-1}))| \le 2\delta_k$.
 # - **Union bound.** If the average gap exceeds $\epsilon$, some $G_k(w(\tau_k))$ does, so
 #   $G_k(w(\tau_{k-1})) > \epsilon - 2\delta_k \ge \epsilon - 2\sum_j\delta_j$; over the $K$ instants,
+#   our reconstruction, which we call Eq. (14'),
 #
-# $$
-# P\big(\bar G > \epsilon\big) \le 2K\exp\Big(-\frac{2N}{M^2}\big(\epsilon - 2\textstyle\sum_k \delta_k\big)^2\Big),
-# \tag{14'}
-# $$
+#   ```{math}
+#   :label: rademacher-eq-14-prime
+#   P\big(\bar G > \epsilon\big) \le 2K\exp\Big(-\frac{2N}{M^2}\big(\epsilon - 2\textstyle\sum_k \delta_k\big)^2\Big),
+#   ```
 #
 #   with $\bar G = \frac1K\sum_{k=1}^K G_k(w(\tau_k))$ the averaged gap, for $\epsilon > 2\sum_k\delta_k$, which is the printed condition on $\epsilon$ when $\Delta\ell$ is
 #   read as a rate of change.
@@ -78,7 +81,8 @@
 #   $\mathbb{E}_y|d\ell/d\tau| \le \sqrt{\langle\dot w, g\,\dot w\rangle}$ and
 #   $\delta_k \lesssim \Delta\tau_k\,\mathbb{E}_x\sqrt{\langle \dot w, g\,\dot w\rangle}
 #   \approx \mathbb{E}_x\sqrt{2\,\mathrm{KL}(p_{w(\tau_{k-1})}(\cdot|x), p_{w(\tau_k)}(\cdot|x))}$.
-#   Replacing $\sum_k\delta_k$ by this **speed term** $S$ gives the printed form of Eq. (14), which
+#   Replacing $\sum_k\delta_k$ by this **speed term** $S$ in {eq}`rademacher-eq-14-prime` gives the printed
+#   form of Eq. (14), {eq}`rademacher-eq-14`, which
 #   tends to the per-sample Fisher-Rao length of the trajectory as $\Delta\tau\to 0$.
 #
 # **Where this departs from the print.** The printed exponent has no $N$; Hoeffding's inequality
@@ -88,7 +92,7 @@
 # them anyway, which is the setting the theorem is meant for. A2 and A3 are approximations: A3
 # holds exactly only for labels sampled from the model, while $\ell$ here uses the true labels and
 # is clipped. We therefore compute the bound with both trajectory terms: the measured loss change
-# $\sum_k\delta_k$ (14') and the speed term $S$ (14).
+# $\sum_k\delta_k$ (Eq. 14', {eq}`rademacher-eq-14-prime`) and the speed term $S$ (Eq. 14, {eq}`rademacher-eq-14`).
 #
 # **The loss.** Cross-entropy clipped at $M$ (`loss_bound`): $\ell = \min(-\log p_w(y|x), M)$, with soft
 # labels at interpolated instants. Training uses the unclipped cross-entropy, as in chapter 3.
@@ -137,22 +141,18 @@ import numpy as np
 import torch
 from myst_nb import glue
 
-from ctd_lib._util.checks import check_positive
 from ctd_lib.data import fetch_mnist10k
-from ctd_lib.experiments.rademacher_bound import RademacherCheckConfig, run_check
-from ctd_lib.results import Claim, write_results
-from ctd_lib.task_distance import n_for_nonvacuous, theorem5_bound
+from ctd_lib.experiments.rademacher_bound import RademacherCheckConfig, claims, metrics, run_check
+from ctd_lib.results import write_results
+from ctd_lib.task_distance import theorem5_bound
 
-# validate every parameter before any work (the configuration checks the rest)
-check_positive("gap_threshold", gap_threshold)
-if not isinstance(n_in_exponent, bool):
-    raise ValueError(f"n_in_exponent={n_in_exponent!r} must be True or False")
+# every parameter, validated here before any work (a bad value raises a ValueError naming it)
 config = RademacherCheckConfig(
-    source_digits=tuple(source_digits), target_digits=tuple(target_digits), n_train=n_train,
-    n_population=n_population, draws=draws, K=K, loss_bound=loss_bound, hidden=hidden, source_steps=source_steps,
-    source_lr=source_lr, batch_size=batch_size, transfer_steps=transfer_steps, transfer_lr=transfer_lr,
-    outer_iters=outer_iters, block_size=block_size, interpolation=interpolation, radius=radius, delta=delta,
-    n_in_exponent=n_in_exponent, seed=seed,
+    source_digits=source_digits, target_digits=target_digits, n_train=n_train, n_population=n_population,
+    draws=draws, K=K, loss_bound=loss_bound, n_in_exponent=n_in_exponent, gap_threshold=gap_threshold,
+    hidden=hidden, source_steps=source_steps, source_lr=source_lr, transfer_steps=transfer_steps,
+    transfer_lr=transfer_lr, batch_size=batch_size, outer_iters=outer_iters, block_size=block_size,
+    interpolation=interpolation, radius=radius, delta=delta, seed=seed, scale=scale,
 )
 t_start = time.perf_counter()
 torch.manual_seed(seed)
@@ -164,9 +164,9 @@ print(f"{draws} draws in {check.wall_time:.0f} s; source models' held-out accura
 # %% [markdown]
 # ## Train and held-out loss along the trajectory (the analogue of Fig. 4a)
 #
-# Mean over the draws of the clipped loss on the $N$ training samples at each instant and on the
-# held-out interpolated samples, for the coupled and the uncoupled trajectory. The shaded band is the
-# gap.
+# {numref}`fig-rademacher-losses` shows the mean over the draws of the clipped loss on the $N$ training
+# samples at each instant and on the held-out interpolated samples, for the coupled and the uncoupled
+# trajectory. The shaded band is the gap.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
@@ -178,22 +178,32 @@ for ax, name, tr, po in ((axes[0], "coupled", check.train_curve_coupled, check.p
     ax.set(xlabel="$\\tau$", title=f"{name} transfer", ylabel=f"cross-entropy clipped at M = {loss_bound:g}")
     ax.legend()
 fig.tight_layout()
-plt.show()
-gap_curve = check.population_curve_coupled - check.train_curve_coupled
+glue("fig-rademacher-losses", fig, display=False)
+plt.close(fig)
 glue("max_gap", float(check.max_gap_along_trajectory), display=False)
 glue("gap_limit", float(gap_threshold * loss_bound), display=False)
 glue("max_pop_loss", float(check.population_curve_coupled.max()), display=False)
 
 # %% [markdown]
+# ```{glue:figure} fig-rademacher-losses
+# :name: fig-rademacher-losses
+#
+# The analogue of the paper's Fig. 4a: mean over the draws of the clipped cross-entropy on the $N$
+# training samples (circles) and on held-out interpolated samples (squares) at the $K+1$ instants, for
+# the coupled (left) and the uncoupled (right) transfer; the shaded band is the generalisation gap.
+# The reader should see how wide the band stays along $\tau$ on the coupled trajectory.
+# ```
+#
 # The largest mean gap along the coupled trajectory is {glue:text}`max_gap:.3f`, against the
 # threshold {glue:text}`gap_limit:.3f` we call "small" (`gap_threshold` = 10% of $M$); the held-out loss
 # itself peaks at {glue:text}`max_pop_loss:.3f`.
 #
 # ## The tail of the averaged gap against Theorem 5
 #
-# The bound is computed twice: with the speed term $S$ (the printed Eq. 14, $N$ restored) and with the
-# measured loss-change term $\sum_k\delta_k$ (Eq. 14'). Each applies only for $\epsilon$ above twice its
-# term; elsewhere it says nothing (probability 1).
+# The bound is computed twice: with the speed term $S$ (the printed Eq. 14, {eq}`rademacher-eq-14`, $N$
+# restored) and with the measured loss-change term $\sum_k\delta_k$ (Eq. 14', {eq}`rademacher-eq-14-prime`).
+# Each applies only for $\epsilon$ above twice its term; elsewhere it says nothing (probability 1).
+# {numref}`fig-rademacher-tail` compares both with the empirical tail.
 
 # %%
 S_mean = float(check.speed_term_coupled.mean())
@@ -215,16 +225,14 @@ ax.set(xlabel="$\\epsilon$", ylabel="P(average gap > $\\epsilon$)", ylim=(-0.02,
        title=f"{draws} draws, N = {n_train}, K = {K}, M = {loss_bound:g}")
 ax.legend(fontsize=8)
 fig.tight_layout()
-plt.show()
-applicable_any = bool(check.bound_applicable.any())
-nonvacuous = bool((check.bound < 1).any())
-n_needed = n_for_nonvacuous(loss_bound, K, loss_bound, S_mean)
+glue("fig-rademacher-tail", fig, display=False)
+plt.close(fig)
 print(f"threshold of Eq. (14): 2S = {check.threshold:.3f} (M = {loss_bound:g}); of Eq. (14'): "
       f"2 sum delta = {check.threshold_loss_change:.3f}")
 print(f"Eq. (14) applies at {int(check.bound_applicable.sum())} of {len(check.eps)} values of eps in [0, M]; "
       f"it is below 1 at {int((check.bound < 1).sum())}; empirical tail above the bound at "
       f"{check.bound_violations} of them")
-print(f"N at which Eq. (14) would give 5% at eps = M: {n_needed}")
+print(f"N at which Eq. (14) would give 5% at eps = M: {check.n_needed}")
 print(f"assumption A2 held at {check.a2_fraction_coupled:.0%} of (draw, instant) pairs on the coupled trajectory")
 glue("threshold", float(check.threshold), display=False)
 glue("threshold_lc", float(check.threshold_loss_change), display=False)
@@ -232,6 +240,15 @@ glue("bound_violations", int(check.bound_violations), display=False)
 glue("a2_fraction", float(check.a2_fraction_coupled), display=False)
 
 # %% [markdown]
+# ```{glue:figure} fig-rademacher-tail
+# :name: fig-rademacher-tail
+#
+# Theorem 5 against the data: the fraction of draws whose gap averaged over the $K$ instants exceeds
+# $\epsilon$ (steps; coupled solid, uncoupled dashed) and the bound with the speed term $S$
+# ({eq}`rademacher-eq-14`) and with the loss-change term ({eq}`rademacher-eq-14-prime`); dotted vertical
+# lines mark where each bound starts to apply (when that is below $M$). A bound at 1 says nothing.
+# ```
+#
 # Twice the speed term is {glue:text}`threshold:.2f` and twice the loss-change term
 # {glue:text}`threshold_lc:.2f`; the theorem says something only for $\epsilon$ above these, and no gap can
 # exceed $M$. The empirical tail exceeds the bound at {glue:text}`bound_violations` values of $\epsilon$.
@@ -242,7 +259,8 @@ glue("a2_fraction", float(check.a2_fraction_coupled), display=False)
 #
 # ## The trajectory term, coupled against uncoupled
 #
-# A shorter trajectory gives a smaller trajectory term and a tighter bound. Per draw:
+# A shorter trajectory gives a smaller trajectory term and a tighter bound. Per draw, in
+# {numref}`fig-rademacher-terms`:
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
@@ -253,9 +271,11 @@ axes[0].set(xlabel="uncoupled speed term S", ylabel="coupled speed term S", titl
 lim = [0, 1.05 * max(check.loss_change_term_coupled.max(), check.loss_change_term_uncoupled.max())]
 axes[1].scatter(check.loss_change_term_uncoupled, check.loss_change_term_coupled, color="C1")
 axes[1].plot(lim, lim, "k--", lw=1)
-axes[1].set(xlabel="uncoupled $\\sum_k\\delta_k$", ylabel="coupled $\\sum_k\\delta_k$", title="loss-change term per draw")
+axes[1].set(xlabel="uncoupled $\\sum_k\\delta_k$", ylabel="coupled $\\sum_k\\delta_k$",
+            title="loss-change term per draw")
 fig.tight_layout()
-plt.show()
+glue("fig-rademacher-terms", fig, display=False)
+plt.close(fig)
 ratio = check.coupled_vs_uncoupled_speed_term_ratio
 n_smaller = int((check.speed_term_coupled < check.speed_term_uncoupled).sum())
 glue("speed_ratio", float(ratio), display=False)
@@ -265,6 +285,14 @@ print(f"per-sample Fisher-Rao length over all SGD steps: coupled {check.coupled_
       f"uncoupled {check.uncoupled_per_sample_length.mean():.2f}")
 
 # %% [markdown]
+# ```{glue:figure} fig-rademacher-terms
+# :name: fig-rademacher-terms
+#
+# The trajectory terms of Theorem 5, one point per draw: the speed term $S$ (left) and the loss change
+# $\sum_k\delta_k$ (right) of the coupled trajectory against the uncoupled one. Points below the
+# dashed diagonal are draws where the coupled trajectory gives the tighter bound.
+# ```
+#
 # The coupled trajectory's speed term is {glue:text}`speed_ratio:.2f` times the uncoupled one on average
 # (smaller in {glue:text}`n_smaller` draws). $S$ is measured between the $K+1$ checkpoints, so it is
 # below the per-sample Fisher-Rao length summed over every SGD step, which also counts the back-and-forth
@@ -274,12 +302,12 @@ print(f"per-sample Fisher-Rao length over all SGD steps: coupled {check.coupled_
 #
 # For a linear head $f_w(x) = \langle w, \phi(x)\rangle$ on fixed features (the penultimate features of
 # the draw's source model, with a constant for a bias) and $A(r) = \{\|w\|_2 \le r\}$, the supremum in
-# Eq. (13) is exact: $\sup_{w\in A(r)} \frac1N\sum_i\sigma^i\langle w,\phi_i\rangle = \frac rN\|\sum_i\sigma^i\phi_i\|_2$.
+# Eq. (13) ({eq}`rademacher-eq-13`) is exact: $\sup_{w\in A(r)} \frac1N\sum_i\sigma^i\langle w,\phi_i\rangle = \frac rN\|\sum_i\sigma^i\phi_i\|_2$.
 # The clipped logistic loss $\min(M, \log(1+e^{-y\langle w,\phi\rangle}))$ is 1-Lipschitz in the margin,
 # so by the Ledoux-Talagrand contraction the loss class's complexity is at most that value (an upper
 # estimate); projected gradient ascent over the ball gives a lower estimate. The classical bound
 # $2R_N + M\sqrt{2\log(1/\delta)/N}$ is compared with the measured gap of the head fitted in $A(r)$ on
-# the $N$ training samples of each instant.
+# the $N$ training samples of each instant ({numref}`fig-rademacher-linear`).
 
 # %%
 lin = check.linear
@@ -298,57 +326,25 @@ ax.plot(lin.taus, 2 * lin.rademacher.mean(axis=0), "k^--", label="$2R_N$ alone")
 ax.set(xlabel="$\\tau$", ylabel="generalisation gap", title=f"linear head in A(r), r = {radius:g}, N = {n_train}")
 ax.legend(fontsize=8)
 fig.tight_layout()
-plt.show()
-classical_holds = bool((lin.fraction_exceeding <= delta).all())
+glue("fig-rademacher-linear", fig, display=False)
+plt.close(fig)
 
 # %% [markdown]
+# ```{glue:figure} fig-rademacher-linear
+# :name: fig-rademacher-linear
+#
+# The classical bound for a linear head in $A(r)$: the measured gap of the head fitted on each draw's
+# $N$ training samples (dots, jittered in $\tau$), the bound $2R_N + M\sqrt{2\log(1/\delta)/N}$ with
+# $R_N$ of {eq}`rademacher-eq-13` (squares) and $2R_N$ alone (triangles). Dots above the squares would
+# be violations; at most a fraction $\delta$ of draws may lie there.
+# ```
+#
 # ## Claims and results
 
 # %%
-claims = [
-    Claim(id="gap_small_along_trajectory", statement="The generalisation gap stays small along the coupled trajectory",
-          source="Seed 000, Sec. 4 (Fig. 4a)", holds=bool(check.max_gap_along_trajectory <= gap_threshold * loss_bound),
-          evidence=f"largest mean gap over {K + 1} instants: {check.max_gap_along_trajectory:.3f} against "
-                   f"{gap_threshold:.0%} of M = {gap_threshold * loss_bound:.3f} (held-out loss up to "
-                   f"{check.population_curve_coupled.max():.3f}; {draws} draws, N = {n_train})"),
-    Claim(id="theorem5_not_exceeded", statement="The empirical tail of the averaged gap never exceeds Theorem 5's bound",
-          source="Seed 000, Theorem 5, Eq. (14)", holds=check.bound_violations == 0,
-          evidence=f"{check.bound_violations} violations on {len(check.eps)} values of eps in [0, M]; the bound "
-                   f"applies only for eps > 2S = {check.threshold:.2f} (M = {loss_bound:g}): "
-                   + ("it is vacuous at these sizes" if not nonvacuous else
-                      f"below 1 at {int((check.bound < 1).sum())} values")),
-    Claim(id="coupled_speed_term_smaller", statement="The coupled trajectory's speed term is smaller than the uncoupled one's",
-          source="Seed 000, Sec. 4 (after Theorem 5)", holds=bool(ratio < 1),
-          evidence=f"mean ratio coupled/uncoupled {ratio:.3f}; coupled smaller in {n_smaller} of {draws} draws"),
-    Claim(id="classical_bound_holds", statement="The classical Rademacher bound holds for a linear head in A(r)",
-          source="Seed 000, Sec. 4 (Eq. 13)", holds=classical_holds,
-          evidence="; ".join(f"tau {t:.1f}: gap above the bound in {f:.0%} of draws (bound {b:.3f})"
-                             for t, f, b in zip(lin.taus, lin.fraction_exceeding, lin.classical_bound))
-                   + f" (allowed: delta = {delta:g})"),
-]
-metrics = {
-    "max_gap_along_trajectory": float(check.max_gap_along_trajectory),
-    "bound_violations": int(check.bound_violations),
-    "coupled_vs_uncoupled_speed_term_ratio": float(ratio),
-    "speed_term_coupled_mean": S_mean,
-    "speed_term_uncoupled_mean": float(check.speed_term_uncoupled.mean()),
-    "loss_change_term_coupled_mean": L_mean,
-    "threshold_over_M": float(check.threshold / loss_bound),
-    "bound_min_probability": float(check.bound.min()),
-    "n_for_nonvacuous": float(n_needed),
-    "a2_fraction_coupled": float(check.a2_fraction_coupled),
-    "avg_gap_coupled_mean": float(check.avg_gap_coupled.mean()),
-    "avg_gap_uncoupled_mean": float(check.avg_gap_uncoupled.mean()),
-    "rademacher_linear": lin.rademacher.mean(axis=0), "classical_bound": lin.classical_bound,
-    "linear_gap_mean": lin.gap.mean(axis=0), "linear_fraction_exceeding": lin.fraction_exceeding,
-    "tail_coupled": check.tail_coupled, "bound": check.bound, "eps": check.eps,
-}
-params = {k: globals()[k] for k in ("source_digits", "target_digits", "n_train", "n_population", "draws", "K",
-                                   "loss_bound", "n_in_exponent", "gap_threshold", "hidden", "source_steps",
-                                   "source_lr", "transfer_steps", "transfer_lr", "batch_size", "outer_iters",
-                                   "block_size", "interpolation", "radius", "delta", "seed", "scale")}
-path = write_results(results_dir, "04_rademacher_bound", scale=scale, parameters=params, metrics=metrics,
-                     claims=claims, wall_time=time.perf_counter() - t_start, device="cpu")
-for c in claims:
+verdicts = claims(check)
+path = write_results(results_dir, "04_rademacher_bound", scale=config.scale, parameters=config.parameters(),
+                     metrics=metrics(check), claims=verdicts, wall_time=time.perf_counter() - t_start, device="cpu")
+for c in verdicts:
     print(f"[{'holds' if c.holds else 'FAILS'}] {c.statement}: {c.evidence}")
 print(f"results written to {path}")

@@ -40,10 +40,15 @@ Choices where the paper is silent:
 * :math:`R_N` of Eq. (13) is an expectation over samples; it is estimated by the
   mean over draws of the per-draw Monte-Carlo estimate, and the classical bound
   uses that mean.
+
+:func:`metrics` and :func:`claims` turn a :class:`RademacherCheck` into the numbers
+and the four verdicts the chapter records (the results file of
+``notebooks/04_rademacher_bound.py``).
 """
 from __future__ import annotations
 
 import contextlib
+import numbers
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -55,6 +60,7 @@ from .._util.progress import progress
 from ..data import Task, TaskSpec, make_task
 from ..geometry.sgd import accuracy
 from ..models import MODEL_NAMES, make_model
+from ..results import SCALES, Claim
 from ..task_distance.coupled import (
     CoupledConfig,
     coupled_transfer_distance,
@@ -78,14 +84,29 @@ from ..task_distance.rademacher import (
 )
 from ..transport.interpolation import INTERPOLATIONS, make_sampler
 
-__all__ = ["DrawResult", "IN_SHAPE", "LinearHeadDraw", "LinearHeadSummary", "RademacherCheck", "RademacherCheckConfig", "held_out_tasks", "limited_threads", "run_check", "run_draw"]
+__all__ = ["DrawResult", "IN_SHAPE", "LinearHeadDraw", "LinearHeadSummary", "NOTEBOOK_PARAMETERS", "RademacherCheck",
+           "RademacherCheckConfig", "claims", "held_out_tasks", "limited_threads", "metrics", "run_check", "run_draw"]
 
 IN_SHAPE = (1, 28, 28)
+
+# the parameters cell of notebooks/04_rademacher_bound.py (all but results_dir), in its order:
+# what RademacherCheckConfig.parameters() records in the results' provenance
+NOTEBOOK_PARAMETERS = ("source_digits", "target_digits", "n_train", "n_population", "draws", "K", "loss_bound",
+                       "n_in_exponent", "gap_threshold", "hidden", "source_steps", "source_lr", "transfer_steps",
+                       "transfer_lr", "batch_size", "outer_iters", "block_size", "interpolation", "radius", "delta",
+                       "seed", "scale")
 
 
 @dataclass(frozen=True, kw_only=True)
 class RademacherCheckConfig:
-    """Parameters of chapter 4 (the notebook's ``parameters`` cell, validated)."""
+    """Parameters of chapter 4 (the notebook's ``parameters`` cell, validated).
+
+    Every field of :data:`NOTEBOOK_PARAMETERS` has the notebook's name; the others (``model``,
+    ``rademacher_taus``, the Monte-Carlo sizes, ``eps_points``, ``threads``) are library settings
+    the notebook leaves at their defaults. A bad value raises a one-line ``ValueError`` naming the
+    field, before any work. ``source_digits`` and ``target_digits`` may be given as lists (as the
+    notebook's parameters cell does); they are stored as tuples.
+    """
 
     source_digits: tuple = (3, 8)  # binary source task, labels 0/1 (a shared 2-way head)
     target_digits: tuple = (5, 6)  # binary target task, labels 0/1
@@ -113,12 +134,17 @@ class RademacherCheckConfig:
     eps_points: int = 50  # eps grid: this many values from 0 to M
     delta: float = 0.05  # confidence parameter of the classical bound
     n_in_exponent: bool = True  # Hoeffding's N in the exponent of Eq. (14) (False: the printed form)
+    gap_threshold: float = 0.1  # "the gap stays small": at most this fraction of M at every instant (a claim)
     seed: int = 0  # seeds every draw (data subsets, models, samplers)
+    scale: str = "cpu"  # the results' scale: "cpu", "paper" or "smoke" (recorded, not used by the run)
     threads: int = 1  # torch and BLAS threads while running (restored after; 0 leaves them as they are)
 
     def __post_init__(self):
         for name in ("source_digits", "target_digits"):
             d = getattr(self, name)
+            if isinstance(d, list):  # the notebook's parameters cell writes lists
+                d = tuple(d)
+                object.__setattr__(self, name, d)
             if not (isinstance(d, tuple) and len(d) == 2 and all(isinstance(c, int) and not isinstance(c, bool)
                                                                and 0 <= c <= 9 for c in d) and d[0] != d[1]):
                 raise ValueError(f"{name}={d!r} is not valid; it must be a tuple of two different digits in 0..9")
@@ -126,7 +152,11 @@ class RademacherCheckConfig:
                      "transfer_steps", "outer_iters", "block_size", "rademacher_draws", "loss_lower_draws",
                      "loss_lower_steps", "fit_steps", "eps_points"):
             check_positive(name, getattr(self, name), integer=True)
-        for name in ("loss_bound", "source_lr", "transfer_lr", "radius"):
+        for name in ("loss_bound", "source_lr", "transfer_lr", "radius", "gap_threshold", "delta"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise ValueError(f"{name}={v!r} is not valid; it must be a number")
+        for name in ("loss_bound", "source_lr", "transfer_lr", "radius", "gap_threshold"):
             check_positive(name, getattr(self, name))
         if self.n_train < 2 or self.n_train % 2:
             raise ValueError(f"n_train={self.n_train!r} is not valid; it must be an even integer >= 2 "
@@ -151,6 +181,11 @@ class RademacherCheckConfig:
             check_in_range("rademacher_taus", t, 0.0, 1.0)
         for name in ("seed", "threads"):
             check_count(name, getattr(self, name))
+        check_choice("scale", self.scale, SCALES)
+
+    def parameters(self) -> dict:
+        """The notebook's parameters as run (:data:`NOTEBOOK_PARAMETERS`), plain values: the results' provenance."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(self, k)) for k in NOTEBOOK_PARAMETERS)}
 
     def coupled_config(self, seed: int) -> CoupledConfig:
         """The :class:`~ctd_lib.coupled.CoupledConfig` of both transfers, with ``K + 1`` cost checkpoints."""
@@ -382,6 +417,7 @@ class RademacherCheck:
     n: int  # N
     K: int
     loss_bound: float  # M
+    gap_threshold: float  # the "small gap" of the first claim, as a fraction of M
     wall_time: float  # seconds
     config: dict = field(default_factory=dict)
     draws: list = field(default_factory=list, repr=False)  # the DrawResult of every draw
@@ -390,6 +426,11 @@ class RademacherCheck:
     def n_needed(self) -> int | float:
         """The N at which Theorem 5 (speed term) would give probability 0.05 at eps = M; inf if never."""
         return n_for_nonvacuous(self.loss_bound, self.K, self.loss_bound, self.threshold / 2.0)
+
+    @property
+    def n_draws(self) -> int:
+        """The number of independent draws of the training samples."""
+        return len(self.avg_gap_coupled)
 
 
 def _estimate(value: float, n: int, radius: float) -> RademacherEstimate:
@@ -459,5 +500,89 @@ def run_check(config: RademacherCheckConfig | None = None, *, show_progress: boo
         coupled_per_sample_length=stack(lambda d: d.coupled_per_sample_length),
         uncoupled_per_sample_length=stack(lambda d: d.uncoupled_per_sample_length),
         source_accuracy=stack(lambda d: d.source_accuracy), linear=linear, n=N, K=K, loss_bound=M,
+        gap_threshold=cfg.gap_threshold,
         wall_time=time.perf_counter() - start, config=cfg.to_dict(), draws=draws,
     )
+
+
+# ----------------------------------------------------------------------------
+# what the chapter records
+# ----------------------------------------------------------------------------
+
+
+def metrics(result: RademacherCheck) -> dict:
+    r"""The named numbers of chapter 4's results file.
+
+    Scalars: the largest mean gap along the coupled trajectory, the violations of Theorem 5's
+    bound, the speed terms :math:`S` and the loss-change term :math:`\sum_k\delta_k`,
+    :math:`2S/M`, the smallest bound, the :math:`N` at which Eq. (14) would give 5% at
+    :math:`\epsilon = M` (:func:`~ctd_lib.task_distance.rademacher.n_for_nonvacuous`, with
+    :math:`S` the mean coupled speed term), the fraction of instants where A2 held and the mean
+    averaged gaps. Arrays: the linear head's :math:`R_N(\mathcal F_r)` (Eq. 13, mean over draws),
+    classical bound, mean gap and fraction of draws above the bound at each ``rademacher_taus``,
+    and the tail, bound and :math:`\epsilon` grid of the Theorem 5 figure.
+    """
+    lin = result.linear
+    s_mean = float(result.speed_term_coupled.mean())
+    return {
+        "max_gap_along_trajectory": float(result.max_gap_along_trajectory),
+        "bound_violations": int(result.bound_violations),
+        "coupled_vs_uncoupled_speed_term_ratio": float(result.coupled_vs_uncoupled_speed_term_ratio),
+        "speed_term_coupled_mean": s_mean,
+        "speed_term_uncoupled_mean": float(result.speed_term_uncoupled.mean()),
+        "loss_change_term_coupled_mean": float(result.loss_change_term_coupled.mean()),
+        "threshold_over_M": float(result.threshold / result.loss_bound),
+        "bound_min_probability": float(result.bound.min()),
+        "n_for_nonvacuous": float(n_for_nonvacuous(result.loss_bound, result.K, result.loss_bound, s_mean)),
+        "a2_fraction_coupled": float(result.a2_fraction_coupled),
+        "avg_gap_coupled_mean": float(result.avg_gap_coupled.mean()),
+        "avg_gap_uncoupled_mean": float(result.avg_gap_uncoupled.mean()),
+        "rademacher_linear": lin.rademacher.mean(axis=0), "classical_bound": lin.classical_bound,
+        "linear_gap_mean": lin.gap.mean(axis=0), "linear_fraction_exceeding": lin.fraction_exceeding,
+        "tail_coupled": result.tail_coupled, "bound": result.bound, "eps": result.eps,
+    }
+
+
+def claims(result: RademacherCheck) -> list[Claim]:
+    r"""The four claims of Seed 000, Sec. 4 checked by chapter 4, each with its verdict and evidence.
+
+    * ``gap_small_along_trajectory`` (Fig. 4a): the largest mean-over-draws gap along the coupled
+      trajectory is at most ``gap_threshold`` :math:`\cdot M`.
+    * ``theorem5_not_exceeded`` (Theorem 5, Eq. 14): the empirical tail
+      :math:`P(\bar G > \epsilon)` exceeds the bound at no :math:`\epsilon` of the grid (the
+      evidence says whether the bound is below 1 anywhere, i.e. whether it is informative).
+    * ``coupled_speed_term_smaller``: the mean over draws of :math:`S_\text{coupled} /
+      S_\text{uncoupled}` is below 1.
+    * ``classical_bound_holds`` (Eq. 13): at every instant of the linear-head check the fraction of
+      draws whose gap exceeds :math:`2R_N + M\sqrt{2\log(1/\delta)/N}` is at most :math:`\delta`.
+    """
+    M, lin = result.loss_bound, result.linear
+    limit = result.gap_threshold * M
+    below_one = int((result.bound < 1).sum())
+    ratio = result.coupled_vs_uncoupled_speed_term_ratio
+    n_smaller = int((result.speed_term_coupled < result.speed_term_uncoupled).sum())
+    return [
+        Claim(id="gap_small_along_trajectory",
+              statement="The generalisation gap stays small along the coupled trajectory",
+              source="Seed 000, Sec. 4 (Fig. 4a)", holds=bool(result.max_gap_along_trajectory <= limit),
+              evidence=f"largest mean gap over {result.K + 1} instants: {result.max_gap_along_trajectory:.3f} against "
+                       f"{result.gap_threshold:.0%} of M = {limit:.3f} (held-out loss up to "
+                       f"{result.population_curve_coupled.max():.3f}; {result.n_draws} draws, N = {result.n})"),
+        Claim(id="theorem5_not_exceeded",
+              statement="The empirical tail of the averaged gap never exceeds Theorem 5's bound",
+              source="Seed 000, Theorem 5, Eq. (14)", holds=bool(result.bound_violations == 0),
+              evidence=f"{result.bound_violations} violations on {len(result.eps)} values of eps in [0, M]; the bound "
+                       f"applies only for eps > 2S = {result.threshold:.2f} (M = {M:g}): "
+                       + ("it is vacuous at these sizes" if below_one == 0 else f"below 1 at {below_one} values")),
+        Claim(id="coupled_speed_term_smaller",
+              statement="The coupled trajectory's speed term is smaller than the uncoupled one's",
+              source="Seed 000, Sec. 4 (after Theorem 5)", holds=bool(ratio < 1),
+              evidence=f"mean ratio coupled/uncoupled {ratio:.3f}; coupled smaller in {n_smaller} of "
+                       f"{result.n_draws} draws"),
+        Claim(id="classical_bound_holds",
+              statement="The classical Rademacher bound holds for a linear head in A(r)",
+              source="Seed 000, Sec. 4 (Eq. 13)", holds=bool((lin.fraction_exceeding <= lin.delta).all()),
+              evidence="; ".join(f"tau {t:.1f}: gap above the bound in {f:.0%} of draws (bound {b:.3f})"
+                                 for t, f, b in zip(lin.taus, lin.fraction_exceeding, lin.classical_bound))
+                       + f" (allowed: delta = {lin.delta:g})"),
+    ]
