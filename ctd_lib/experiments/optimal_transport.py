@@ -10,8 +10,9 @@ derive what the results file records. The notebook plots.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,7 +60,8 @@ class SpeedStudy:
         return float(np.max(np.abs(self.ratios[label] - self.taus)))
 
 
-def constant_speed(xs: np.ndarray, xt: np.ndarray, taus: Sequence[float], regs: Sequence[float]) -> SpeedStudy:
+def constant_speed(xs: np.ndarray, xt: np.ndarray, taus: Sequence[float] | np.ndarray,
+                   regs: Sequence[float]) -> SpeedStudy:
     r""":math:`W_2(\hat p_s, \hat p_\tau) / W_2(\hat p_s, \hat p_t)` against :math:`\tau`.
 
     For the exact plan (``ot.emd``) displacement interpolation is a constant-speed
@@ -71,16 +73,16 @@ def constant_speed(xs: np.ndarray, xt: np.ndarray, taus: Sequence[float], regs: 
     plans = {"exact": exact_plan(a, b, C).plan}
     for r in regs:
         plans[f"entropic, eps = {r:g} x median"] = entropic_plan(a, b, C, reg=r).plan
-    taus = np.asarray(taus, dtype=float)
+    tau_grid = np.asarray(taus, dtype=float)
     full = np.sqrt(max(float((plans["exact"] * C).sum()), 0.0))  # W2(p_s, p_t)
     ratios = {}
     for label, P in plans.items():
         row = []
-        for tau in taus:
+        for tau in tau_grid:
             atoms, w = displacement_support(xs, xt, P, tau)
             row.append(wasserstein2(xs, atoms, a=a, b=w) / full)
         ratios[label] = np.asarray(row)
-    return SpeedStudy(taus, ratios)
+    return SpeedStudy(tau_grid, ratios)
 
 
 def bures_check(n: int, seed: int) -> tuple[float, float]:
@@ -150,8 +152,8 @@ def block_size_study(fs: np.ndarray, ft: np.ndarray, block_sizes: Sequence[int],
     t0 = time.perf_counter()
     full = entropic_plan(uniform(len(fs)), uniform(len(ft)), C, reg=reg)
     full_s = time.perf_counter() - t0
-    ratio = {m: [] for m in methods}
-    secs = {m: [] for m in methods}
+    ratio: dict[str, list[float]] = {m: [] for m in methods}
+    secs: dict[str, list[float]] = {m: [] for m in methods}
     for B in block_sizes:
         for m in methods:
             t0 = time.perf_counter()
@@ -296,7 +298,7 @@ class MnistCouplings:
     source_features: np.ndarray  # (N_s, d) penultimate features of the source network
     target_features: np.ndarray  # (N_t, d)
     plans: dict[str, OTPlan]  # "pixel OT", "feature OT" -> entropic plan
-    samplers: dict[str, Callable]  # "pixel OT", "feature OT", "Beta-mixup" -> sampler(tau, n, rng)
+    samplers: Mapping[str, Callable[..., Any]]  # "pixel OT", "feature OT", "Beta-mixup" -> sampler(tau, n, rng)
 
 
 @dataclass(frozen=True)

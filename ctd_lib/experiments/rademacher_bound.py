@@ -283,7 +283,7 @@ def _with_bias(features: np.ndarray) -> np.ndarray:
 
 
 def _linear_head(config: RademacherCheckConfig, model, train_sampler, pop_sampler, seeds: list) -> LinearHeadDraw:
-    rows = {k: [] for k in ("rad", "rad_se", "low", "low_se", "train", "pop", "rms")}
+    rows: dict[str, list] = {k: [] for k in ("rad", "rad_se", "low", "low_se", "train", "pop", "rms")}
     M = config.loss_bound
     for tau in config.rademacher_taus:
         xb, yb = train_sampler(float(tau), config.n_train, np.random.default_rng(seeds[4]))
