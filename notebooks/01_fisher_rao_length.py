@@ -19,34 +19,41 @@
 #
 # A classifier $p_w(y \mid x)$ is a point on a statistical manifold. When SGD moves
 # its weights by $dw$, the distance travelled on that manifold is measured by the
-# Kullback-Leibler divergence between the conditional distributions before and after:
+# Kullback-Leibler divergence between the conditional distributions before and after (the
+# paper's Eq. (2))
 #
-# $$
-# ds^2 = 2\,\mathrm{KL}\big[p_w, p_{w+dw}\big] = \sum_{i,j=1}^p g_{ij}(w)\, dw_i\, dw_j , \tag{2}
-# $$
+# ```{math}
+# :label: fisher-rao-eq-2
+# ds^2 = 2\,\mathrm{KL}\big[p_w, p_{w+dw}\big] = \sum_{i,j=1}^p g_{ij}(w)\, dw_i\, dw_j ,
+# ```
 #
-# $$
+# where (the paper's Eq. (3))
+#
+# ```{math}
+# :label: fisher-rao-eq-3
 # g(w) = \mathbb{E}_{x}\,\mathbb{E}_{y \sim p_w(\cdot \mid x)}\big[\nabla_w \log p_w(y\mid x)\,
-#        \nabla_w \log p_w(y\mid x)^\top\big], \tag{3}
-# $$
+#        \nabla_w \log p_w(y\mid x)^\top\big]
+# ```
 #
-# the paper's Eqs. (2)-(3), with $g$ the Fisher information matrix (FIM). The length of a
-# weight trajectory is the integral of $|ds|$ along it,
+# is the Fisher information matrix (FIM). The length of a weight trajectory is the integral of
+# $|ds|$ along it (the paper's Eq. (5), for one given trajectory; Eq. (5) also minimises over
+# trajectories),
 #
-# $$
-# L = \int_0^1 \sqrt{2\,\mathrm{KL}\big[p_{w(\tau)}(\cdot\mid x),\, p_{w(\tau + d\tau)}(\cdot\mid x)\big]}, \tag{5}
-# $$
+# ```{math}
+# :label: fisher-rao-eq-5
+# L = \int_0^1 \sqrt{2\,\mathrm{KL}\big[p_{w(\tau)}(\cdot\mid x),\, p_{w(\tau + d\tau)}(\cdot\mid x)\big]},
+# ```
 #
-# the paper's Eq. (5) for one given trajectory (Eq. 5 also minimises over trajectories), which
+# which
 # `ctd_lib` accumulates step by step during SGD with one extra forward pass
 # and never forms $g$. Where the expectation over $x$ sits is not fixed by the paper:
-# Eq. (2) is the line element of the joint model, $\sqrt{\mathbb{E}_x 2\mathrm{KL}}$ (we call it
+# Eq. (2), {eq}`fisher-rao-eq-2`, is the line element of the joint model, $\sqrt{\mathbb{E}_x 2\mathrm{KL}}$ (we call it
 # the **manifold** convention), while Eq. (11) and the ground cost of Eq. (12b) put the
 # expectation outside the root, $\mathbb{E}_x\sqrt{2\mathrm{KL}}$ (the **per-sample**
 # convention). Both are computed at every step; by Jensen's inequality the per-sample
 # length is never larger.
 #
-# This chapter checks four things with numbers: that Eq. (2) holds for small steps, that
+# This chapter checks four things with numbers: that {eq}`fisher-rao-eq-2` holds for small steps, that
 # the length is invariant under reparametrisations that leave $p_w(y\mid x)$ unchanged (while
 # the Euclidean length $\sum |dw|$ is not), that refining the time step converges, and what the
 # lengths of one transfer look like for two architectures. Change any value in the next cell
@@ -80,50 +87,34 @@ scale = "cpu"  # "cpu", "paper" or "smoke": where results are filed
 results_dir = "../results"
 
 # %%
-import copy
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from myst_nb import glue
 
-from ctd_lib.data import fetch_mnist10k
-from ctd_lib.experiments.fisher_rao_length import (
-    FisherRaoConfig,
-    fim_study,
-    load_transfer_data,
-    refinement_study,
-    reparam_study,
-    train_source,
-    transfer,
-)
-from ctd_lib.geometry import SGDConfig, measure_length_overhead, minibatch_sampler
-from ctd_lib.models import make_model
-from ctd_lib.results import Claim, write_results
+from ctd_lib.experiments.fisher_rao_length import FisherRaoConfig, claims, metrics, run
+from ctd_lib.results import write_results
 
-cfg = FisherRaoConfig(  # validates every parameter before any work
-    source_task=source_task, target_task=target_task, n_per_class=n_per_class, n_eval=n_eval,
-    model_a=model_a, model_b=model_b, batch_size=batch_size, lr=lr, source_steps=source_steps,
-    transfer_steps=transfer_steps, fim_trials=fim_trials, fim_hidden=fim_hidden, fim_n_inputs=fim_n_inputs,
-    fim_ref_step=fim_ref_step, reparam_factors=tuple(reparam_factors), checkpoint_every=checkpoint_every,
-    refine_total_time=refine_total_time, refine_lrs=tuple(refine_lrs), refine_n=refine_n,
-    overhead_steps=overhead_steps, overhead_repeats=overhead_repeats, seed=seed, device=device,
+config = FisherRaoConfig(  # validates every parameter before any work
+    source_task=source_task, target_task=target_task, n_per_class=n_per_class, n_eval=n_eval, model_a=model_a,
+    model_b=model_b, batch_size=batch_size, lr=lr, source_steps=source_steps, transfer_steps=transfer_steps,
+    fim_trials=fim_trials, fim_hidden=fim_hidden, fim_n_inputs=fim_n_inputs, fim_ref_step=fim_ref_step,
+    reparam_factors=reparam_factors, checkpoint_every=checkpoint_every, refine_total_time=refine_total_time,
+    refine_lrs=refine_lrs, refine_n=refine_n, overhead_steps=overhead_steps, overhead_repeats=overhead_repeats,
+    seed=seed, device=device, scale=scale,
 )
-torch.manual_seed(seed)
 t_start = time.perf_counter()
-if "mnist10k" in source_task + target_task:
-    fetch_mnist10k()
-data = load_transfer_data(cfg)
-print(f"source {cfg.source_task}: {len(data.source.y)} images; target {cfg.target_task}: {len(data.target.y)}; "
-      f"held-out inputs: {len(data.eval_x)}")
+result = run(config)
+print(f"source {config.source_task}: {result.n_source} images; target {config.target_task}: {result.n_target}; "
+      f"held-out inputs: {result.n_eval}")
 
 # %% [markdown]
 # ## Two KL against the Fisher quadratic form
 #
 # For a small network the FIM can be computed exactly: per-sample gradients of
 # $\log p_w(c\mid x)$ for every class $c$ (with `torch.func`), weighted by $p_w(c\mid x)$, as in
-# Eq. (3). The network here sees the digits average-pooled to 7x7 and has one hidden layer
+# {eq}`fisher-rao-eq-3`. The network here sees the digits average-pooled to 7x7 and has one hidden layer
 # of `fim_hidden` units, so $g$ is a dense matrix of about a thousand rows. For each trial the
 # network is trained briefly on the source task, and $dw$ is the direction of an SGD step
 # scaled to lengths from $10^{-6}$ to 1. We plot
@@ -136,11 +127,9 @@ print(f"source {cfg.source_task}: {len(data.source.y)} images; target {cfg.targe
 # degrades at smaller steps.
 
 # %%
-fim = fim_study(data, cfg)
-ratio_tanh = fim.median_ratio("tanh", cfg.fim_ref_step)
-ratio_relu = fim.median_ratio("relu", cfg.fim_ref_step)
-glue("fim_ratio_tanh", ratio_tanh, display=False)
-glue("fim_ratio_relu", ratio_relu, display=False)
+fim = result.fim
+glue("fim_ratio_tanh", result.fim_ratio_tanh, display=False)
+glue("fim_ratio_relu", result.fim_ratio_relu, display=False)
 glue("fim_n_params", fim.n_params, display=False)
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -156,10 +145,20 @@ axes[1].set(xlabel=r"$|dw|$", ylabel=r"$|\mathrm{ratio} - 1|$", title="departure
 for ax in axes:
     ax.legend()
 fig.tight_layout()
-plt.show()
+glue("fig-fisher-rao-fim", fig, display=False)
+plt.close(fig)
 
 # %% [markdown]
-# At $|dw| = $ `fim_ref_step` the median ratio over trials is {glue:text}`fim_ratio_tanh:.5f` for
+# ```{glue:figure} fig-fisher-rao-fim
+# :name: fig-fisher-rao-fim
+#
+# The ratio $2\,\mathbb{E}_x\mathrm{KL}[p_w, p_{w+dw}] / dw^\top g\, dw$ against the step length $|dw|$
+# (left) and its departure from 1 (right), one line per trial network, tanh in blue and ReLU in red.
+# For tanh the departure falls in proportion to $|dw|$ (the dashed slope) until round-off near
+# $10^{-6}$; for ReLU it stops improving sooner, where steps start to cross the kinks.
+# ```
+#
+# {numref}`fig-fisher-rao-fim` shows the ratio. At $|dw| = $ `fim_ref_step` the median ratio over trials is {glue:text}`fim_ratio_tanh:.5f` for
 # tanh and {glue:text}`fim_ratio_relu:.5f` for ReLU ({glue:text}`fim_n_params` weights).
 #
 # ## Invariance under reparametrisation
@@ -173,10 +172,7 @@ plt.show()
 # lengths of both polylines on the held-out inputs, in float64.
 
 # %%
-model_a_net, acc_a = train_source(cfg.model_a, data, cfg)
-source_a = copy.deepcopy(model_a_net)  # kept for the refinement study below
-run_a = transfer(model_a_net, cfg.model_a, acc_a, data, cfg)
-reparam = reparam_study(model_a_net, run_a.result.checkpoints, data.eval_x, cfg.reparam_factors)
+reparam = result.reparam
 glue("reparam_fr_err", reparam.fisher_rao_rel_err, display=False)
 glue("reparam_eu_change", reparam.euclidean_rel_change, display=False)
 
@@ -187,16 +183,25 @@ ax.semilogx(reparam.factors, reparam.euclidean / reparam.base_euclidean, "^-", l
 ax.set(xlabel="rescaling factor $c$", ylabel="length / length before rescaling",
        title="the same trajectory in two coordinate systems")
 ax.legend()
-plt.show()
+glue("fig-fisher-rao-reparam", fig, display=False)
+plt.close(fig)
 
 # %% [markdown]
-# The largest relative change of the Fisher-Rao length over the factors is
+# ```{glue:figure} fig-fisher-rao-reparam
+# :name: fig-fisher-rao-reparam
+#
+# Lengths of the MLP's transfer trajectory after the rescaling by $c$, relative to the lengths before
+# it: both Fisher-Rao lengths stay at 1 for every $c$, while the Euclidean length $\sum|dw|$ moves
+# with the coordinates.
+# ```
+#
+# In {numref}`fig-fisher-rao-reparam`, the largest relative change of the Fisher-Rao length over the factors is
 # {glue:text}`reparam_fr_err:.2e` (round-off), against {glue:text}`reparam_eu_change:.2f` for the
 # Euclidean length.
 #
 # ## Refining the time step
 #
-# Eq. (5) is an integral; SGD gives a sum over steps of size $d\tau$ (the learning rate). We run
+# Eq. (5), {eq}`fisher-rao-eq-5`, is an integral; SGD gives a sum over steps of size $d\tau$ (the learning rate). We run
 # the transfer (from the source-trained MLP, on target images) for a fixed total time
 # $T = \text{steps} \times d\tau$ with smaller and smaller $d\tau$. With the full batch at every
 # step (gradient descent) the iterates follow one gradient-flow curve and the sum converges to
@@ -208,7 +213,7 @@ plt.show()
 # learning rate, batch size and number of steps fixed.
 
 # %%
-refine = refinement_study(source_a, data, cfg)
+refine = result.refine
 glue("refine_gd_change", refine.gd_rel_change, display=False)
 glue("refine_sgd_change", refine.sgd_rel_change, display=False)
 glue("refine_sgd_to_gd", refine.sgd_to_gd_ratio, display=False)
@@ -216,16 +221,26 @@ glue("refine_sgd_to_gd", refine.sgd_to_gd_ratio, display=False)
 fig, ax = plt.subplots(figsize=(6.5, 4))
 ax.semilogx(refine.lrs, refine.gd_length, "o-", label="gradient descent, manifold")
 ax.semilogx(refine.lrs, refine.gd_per_sample, "o--", label="gradient descent, per-sample")
-ax.semilogx(refine.lrs, refine.sgd_length, "s-", label=f"SGD (batch {cfg.refine_batch_size}), manifold")
-ax.semilogx(refine.lrs, refine.sgd_per_sample, "s--", label=f"SGD (batch {cfg.refine_batch_size}), per-sample")
+ax.semilogx(refine.lrs, refine.sgd_length, "s-", label=f"SGD (batch {config.refine_batch_size}), manifold")
+ax.semilogx(refine.lrs, refine.sgd_per_sample, "s--", label=f"SGD (batch {config.refine_batch_size}), per-sample")
 ax.invert_xaxis()
 ax.set(xlabel=r"time step $d\tau$ (learning rate), refined to the right",
-       ylabel="Fisher-Rao length", title=f"same total time T = {cfg.refine_total_time}")
+       ylabel="Fisher-Rao length", title=f"same total time T = {config.refine_total_time}")
 ax.legend()
-plt.show()
+glue("fig-fisher-rao-refine", fig, display=False)
+plt.close(fig)
 
 # %% [markdown]
-# Between the two finest time steps the gradient-descent length changes by
+# ```{glue:figure} fig-fisher-rao-refine
+# :name: fig-fisher-rao-refine
+#
+# Fisher-Rao length of the transfer at the same total time $T$ as the time step $d\tau$ is refined
+# (to the right), for full-batch gradient descent (circles) and mini-batch SGD (squares), under both
+# conventions. The gradient-descent curve levels off; the SGD curve settles higher, the length that
+# mini-batch noise adds.
+# ```
+#
+# In {numref}`fig-fisher-rao-refine`, between the two finest time steps the gradient-descent length changes by
 # {glue:text}`refine_gd_change:.2%` and the SGD length by {glue:text}`refine_sgd_change:.2%`; at
 # the finest step the SGD trajectory is {glue:text}`refine_sgd_to_gd:.2f` times as long as the
 # gradient-descent one. The coarsest steps overshoot: there the curve is not yet close to the
@@ -241,38 +256,45 @@ plt.show()
 # length against $\tau = $ step / steps.
 
 # %%
-model_b_net, acc_b = train_source(cfg.model_b, data, cfg)
-run_b = transfer(model_b_net, cfg.model_b, acc_b, data, cfg)
-fr_ratio = run_b.result.length.manifold / run_a.result.length.manifold
-eu_ratio = run_b.result.length.euclidean / run_a.result.length.euclidean
-glue("arch_fr_ratio", fr_ratio, display=False)
-glue("arch_eu_ratio", eu_ratio, display=False)
-glue("arch_verdict", "within" if 1 / cfg.arch_ratio_max <= fr_ratio <= cfg.arch_ratio_max else "outside", display=False)
-glue("arch_ratio_max", cfg.arch_ratio_max, display=False)
+run_a, run_b = result.run_a, result.run_b
+glue("arch_fr_ratio", result.arch_fisher_rao_ratio, display=False)
+glue("arch_eu_ratio", result.arch_euclidean_ratio, display=False)
+glue("arch_verdict", "within" if result.arch_comparable else "outside", display=False)
+glue("arch_ratio_max", config.arch_ratio_max, display=False)
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-for run, color in ((run_a, "C0"), (run_b, "C1")):
-    tau = np.arange(1, run.result.length.steps + 1) / run.result.length.steps
-    label = f"{run.name} ({run.n_params:,} weights)"
-    axes[0].plot(tau, run.result.length.cumulative["manifold"], color=color, label=label + ", manifold")
-    axes[0].plot(tau, run.result.length.cumulative["per_sample"], "--", color=color, label=label + ", per-sample")
-    axes[1].plot(tau, run.result.length.cumulative["euclidean"], color=color, label=label)
+for tr, color in ((run_a, "C0"), (run_b, "C1")):
+    tau = np.arange(1, tr.result.length.steps + 1) / tr.result.length.steps
+    label = f"{tr.name} ({tr.n_params:,} weights)"
+    axes[0].plot(tau, tr.result.length.cumulative["manifold"], color=color, label=label + ", manifold")
+    axes[0].plot(tau, tr.result.length.cumulative["per_sample"], "--", color=color, label=label + ", per-sample")
+    axes[1].plot(tau, tr.result.length.cumulative["euclidean"], color=color, label=label)
 axes[0].set(xlabel=r"$\tau$", ylabel="cumulative Fisher-Rao length", title="information length")
 axes[1].set(xlabel=r"$\tau$", ylabel=r"cumulative $\sum |dw|$", title="Euclidean length", yscale="log")
 for ax in axes:
     ax.legend(fontsize=8)
 fig.tight_layout()
-plt.show()
+glue("fig-fisher-rao-lengths", fig, display=False)
+plt.close(fig)
 
 print(f"{'model':10s} {'weights':>9s} {'src acc':>8s} {'tgt acc':>8s} {'FR manifold':>12s} {'FR per-sample':>14s} {'euclidean':>10s}")
-for run in (run_a, run_b):
-    L = run.result.length
-    print(f"{run.name:10s} {run.n_params:9,d} {run.source_acc:8.3f} {run.target_acc:8.3f} {L.manifold:12.3f} "
+for tr in (run_a, run_b):
+    L = tr.result.length
+    print(f"{tr.name:10s} {tr.n_params:9,d} {tr.source_acc:8.3f} {tr.target_acc:8.3f} {L.manifold:12.3f} "
           f"{L.per_sample:14.3f} {L.euclidean:10.3f}")
 
 # %% [markdown]
-# The CNN's Fisher-Rao length is {glue:text}`arch_fr_ratio:.2f` times the MLP's; its Euclidean
-# length is {glue:text}`arch_eu_ratio:.2f` times, a number that mixes the transfer with the two
+# ```{glue:figure} fig-fisher-rao-lengths
+# :name: fig-fisher-rao-lengths
+#
+# Cumulative length of one transfer against $\tau$ = step / steps for `model_a` (blue) and `model_b`
+# (orange), named in the legend: Fisher-Rao length under both conventions (left) and Euclidean length $\sum|dw|$ (right,
+# log scale). The two architectures share the left axis; the right one mixes the transfer with
+# their coordinate systems.
+# ```
+#
+# In {numref}`fig-fisher-rao-lengths`, the CNN's Fisher-Rao length is {glue:text}`arch_fr_ratio:.2f`
+# times the MLP's; its Euclidean length is {glue:text}`arch_eu_ratio:.2f` times, a number that mixes the transfer with the two
 # coordinate systems. The Fisher-Rao ratio is {glue:text}`arch_verdict` the factor
 # {glue:text}`arch_ratio_max` that the scorecard uses to call the lengths comparable. These are
 # lengths of one fine-tuning run each, not the minimum over trajectories of Eq. (4): the
@@ -290,18 +312,9 @@ for run in (run_a, run_b):
 # ratios.
 
 # %%
-overhead = {}
-for name in (cfg.model_a, cfg.model_b):
-    sampler = minibatch_sampler(data.source.x, data.source.y, cfg.batch_size)
-    for with_eu in (False, True):
-        meas = measure_length_overhead(
-            lambda: make_model(name, in_shape=tuple(data.source.x.shape[1:]), num_classes=data.source.num_classes,  # noqa: B023 (called within this iteration)
-                               seed=seed).to(cfg.device),
-            sampler, SGDConfig(steps=cfg.overhead_steps, lr=cfg.lr, seed=seed), repeats=cfg.overhead_repeats,
-            track_euclidean=with_eu,
-        )
-        overhead[(name, with_eu)] = meas.median_ratio
-        what = "Fisher-Rao + |dw|" if with_eu else "Fisher-Rao"
+overhead = result.overhead
+for name, *measured in zip(overhead.models, overhead.fisher_rao, overhead.with_euclidean):
+    for what, meas in zip(("Fisher-Rao", "Fisher-Rao + |dw|"), measured):
         print(f"{name:10s} {what:18s} tracked / plain wall time = {meas.median_ratio:.2f} "
               f"(per repeat: {np.round(meas.ratios, 2)})")
 
@@ -312,59 +325,11 @@ for name in (cfg.model_a, cfg.model_b):
 # is among the metrics below.
 
 # %%
-n_clamped = run_a.result.length.n_clamped + run_b.result.length.n_clamped
-n_kl = run_a.result.length.n_kl_evals + run_b.result.length.n_kl_evals
-metrics = {
-    "fim_kl_ratio": ratio_tanh,
-    "fim_kl_ratio_relu": ratio_relu,
-    "fim_n_params": fim.n_params,
-    "reparam_invariance_rel_err": reparam.fisher_rao_rel_err,
-    "reparam_invariance_rel_err_per_sample": reparam.per_sample_rel_err,
-    "reparam_euclidean_rel_change": reparam.euclidean_rel_change,
-    "refinement_gd_rel_change": refine.gd_rel_change,
-    "refinement_sgd_rel_change": refine.sgd_rel_change,
-    "refinement_sgd_to_gd_ratio": refine.sgd_to_gd_ratio,
-    "refinement_gd_lengths": refine.gd_length,
-    "refinement_sgd_lengths": refine.sgd_length,
-    f"length_{cfg.model_a}_manifold": run_a.result.length.manifold,
-    f"length_{cfg.model_a}_per_sample": run_a.result.length.per_sample,
-    f"length_{cfg.model_b}_manifold": run_b.result.length.manifold,
-    f"length_{cfg.model_b}_per_sample": run_b.result.length.per_sample,
-    "arch_fisher_rao_ratio": fr_ratio,
-    "arch_euclidean_ratio": eu_ratio,
-    "target_acc_" + cfg.model_a: run_a.target_acc,
-    "target_acc_" + cfg.model_b: run_b.target_acc,
-    "length_overhead_ratio": max(v for (k, eu), v in overhead.items() if not eu),
-    **{f"length_overhead_ratio_{k}" + ("_with_euclidean" if eu else ""): v for (k, eu), v in overhead.items()},
-    "negative_kl_clamped": n_clamped,
-    "kl_evaluations": n_kl,
-}
-claims = [
-    Claim(id="ds2_equals_fim_form", statement="2 KL[p_w, p_{w+dw}] = dw^T g(w) dw for small dw",
-          source="Seed 000, Eq. (2)", holds=abs(ratio_tanh - 1) < cfg.fim_tol,
-          evidence=f"median ratio {ratio_tanh:.5f} at |dw|={cfg.fim_ref_step:g} over {cfg.fim_trials} tanh networks "
-                   f"(tolerance {cfg.fim_tol}); ReLU {ratio_relu:.4f}"),
-    Claim(id="fr_length_reparam_invariant",
-          statement="The Fisher-Rao length is invariant under reparametrisations that keep p_w(y|x); |dw| is not",
-          source="Seed 000, Sec. 2.1 (Eqs. 4-5)",
-          holds=reparam.fisher_rao_rel_err < cfg.reparam_tol and reparam.euclidean_rel_change > 0.01,
-          evidence=f"FR rel. change {reparam.fisher_rao_rel_err:.1e} (tolerance {cfg.reparam_tol:g}), "
-                   f"Euclidean {reparam.euclidean_rel_change:.2f}, c in {list(cfg.reparam_factors)}"),
-    Claim(id="length_converges_as_dtau_shrinks",
-          statement="The sum of |ds| over steps converges to the length of Eq. (5) as d tau -> 0 (gradient descent)",
-          source="Seed 000, Eq. (5)", holds=refine.gd_rel_change < cfg.refine_tol,
-          evidence=f"GD length change {refine.gd_rel_change:.2%} between d tau={cfg.refine_lrs[-2]:g} and "
-                   f"{cfg.refine_lrs[-1]:g} (tolerance {cfg.refine_tol:.0%}); SGD {refine.sgd_rel_change:.2%}, "
-                   f"{refine.sgd_to_gd_ratio:.2f}x the GD length"),
-    Claim(id="fr_length_comparable_across_architectures",
-          statement="Fisher-Rao lengths of one transfer are comparable across architectures",
-          source="Seed 000, Remark 4", holds=1 / cfg.arch_ratio_max <= fr_ratio <= cfg.arch_ratio_max,
-          evidence=f"{cfg.model_b}/{cfg.model_a} FR length ratio {fr_ratio:.2f} (within x{cfg.arch_ratio_max:g} "
-                   f"required); Euclidean ratio {eu_ratio:.2f}"),
-]
-path = write_results(results_dir, "01_fisher_rao_length", scale=scale, parameters=cfg.to_dict() | {"scale": scale},
-                     metrics=metrics, claims=claims, wall_time=time.perf_counter() - t_start, device=cfg.device)
-for c in claims:
+found = claims(result)
+path = write_results(results_dir, "01_fisher_rao_length", scale=scale, parameters=config.parameters(),
+                     metrics=metrics(result), claims=found, wall_time=time.perf_counter() - t_start,
+                     device=config.device)
+for c in found:
     print(f"[{'holds' if c.holds else 'FAILS'}] {c.statement}: {c.evidence}")
-print(f"negative KL clamped: {n_clamped} of {n_kl} evaluations")
+print(f"negative KL clamped: {result.negative_kl_clamped} of {result.kl_evaluations} evaluations")
 print(f"results written to {path}")
