@@ -36,7 +36,7 @@ from .._util.checks import check_choice, check_count, check_positive
 from .._util.progress import progress
 from ..data import TASKS, Task, fetch_mnist10k, make_task
 from ..geometry.fim import fim_kl_check, fisher_matrix
-from ..geometry.length import flat_parameters, path_length, set_flat_parameters
+from ..geometry.length import TrajectoryLength, flat_parameters, path_length, set_flat_parameters
 from ..geometry.sgd import (
     OverheadMeasurement,
     SGDConfig,
@@ -65,6 +65,19 @@ def _check_numbers(name: str, values, *, at_least: int = 1) -> tuple:
         check_positive(name, v)
     return tuple(values)
 
+
+
+def _length(res: TrainResult) -> TrajectoryLength:
+    """The length a run measured (every run of this chapter tracks it)."""
+    if res.length is None:
+        raise RuntimeError("the run did not track its length (train_sgd(track_length=False))")
+    return res.length
+
+
+def _grad(p: torch.Tensor) -> torch.Tensor:
+    if p.grad is None:
+        raise RuntimeError("a parameter has no gradient after backward()")
+    return p.grad
 
 @dataclass(frozen=True, kw_only=True)
 class FisherRaoConfig:
@@ -247,7 +260,7 @@ def fim_study(data: TransferData, cfg: FisherRaoConfig, activations: Sequence[st
             xb, yb = x[idx[-cfg.batch_size :]], y[idx[-cfg.batch_size :]]
             model.zero_grad()
             F.cross_entropy(model(xb), yb).backward()
-            d = -torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+            d = -torch.cat([_grad(p).reshape(-1) for p in model.parameters()])
             d = d / d.norm()
             chk = fim_kl_check(model, xe, d, cfg.fim_step_sizes, fim=fisher_matrix(model, xe))
             rows.append(chk.ratio)
@@ -363,7 +376,7 @@ def refinement_study(source_model: nn.Module, data: TransferData, cfg: FisherRao
     g = torch.Generator().manual_seed(cfg.seed)
     idx = torch.randperm(data.target.x.shape[0], generator=g)[: cfg.refine_n]
     x, y = data.target.x[idx], data.target.y[idx]
-    rows = {"gd": [], "sgd": [], "gd_ps": [], "sgd_ps": []}
+    rows: dict[str, list[float]] = {"gd": [], "sgd": [], "gd_ps": [], "sgd_ps": []}
     steps = []
     for lr in progress(cfg.refine_lrs, desc="refine d tau"):
         n = max(1, int(round(cfg.refine_total_time / lr)))
@@ -371,8 +384,8 @@ def refinement_study(source_model: nn.Module, data: TransferData, cfg: FisherRao
         for kind, sampler in (("gd", full_batch_sampler(x, y)), ("sgd", minibatch_sampler(x, y, cfg.refine_batch_size))):
             res = train_sgd(copy.deepcopy(source_model), sampler, SGDConfig(steps=n, lr=lr, seed=cfg.seed),
                             show_progress=False)
-            rows[kind].append(res.length.manifold)
-            rows[kind + "_ps"].append(res.length.per_sample)
+            rows[kind].append(_length(res).manifold)
+            rows[kind + "_ps"].append(_length(res).per_sample)
     return RefinementStudy(np.asarray(cfg.refine_lrs, dtype=float), np.asarray(steps), np.asarray(rows["gd"]),
                            np.asarray(rows["sgd"]), np.asarray(rows["gd_ps"]), np.asarray(rows["sgd_ps"]))
 
@@ -429,7 +442,8 @@ class OverheadStudy:
 
 def overhead_study(data: TransferData, cfg: FisherRaoConfig) -> OverheadStudy:
     """Time plain and tracked SGD on the source task for ``model_a`` and ``model_b``, alternating."""
-    fr, eu = [], []
+    fr: list[OverheadMeasurement] = []
+    eu: list[OverheadMeasurement] = []
     for name in (cfg.model_a, cfg.model_b):
         sampler = minibatch_sampler(data.source.x, data.source.y, cfg.batch_size)
         for with_eu, out in ((False, fr), (True, eu)):
@@ -486,12 +500,12 @@ class FisherRaoResult:
     @property
     def arch_fisher_rao_ratio(self) -> float:
         """Fisher-Rao (manifold) length of ``model_b``'s transfer over ``model_a``'s."""
-        return self.run_b.result.length.manifold / self.run_a.result.length.manifold
+        return _length(self.run_b.result).manifold / _length(self.run_a.result).manifold
 
     @property
     def arch_euclidean_ratio(self) -> float:
         """Euclidean length :math:`\\sum|dw|` of ``model_b``'s transfer over ``model_a``'s."""
-        return self.run_b.result.length.euclidean / self.run_a.result.length.euclidean
+        return _length(self.run_b.result).euclidean / _length(self.run_a.result).euclidean
 
     @property
     def arch_comparable(self) -> bool:
@@ -502,12 +516,12 @@ class FisherRaoResult:
     @property
     def negative_kl_clamped(self) -> int:
         """Negative KL values (round-off) clamped to zero in the two transfers."""
-        return self.run_a.result.length.n_clamped + self.run_b.result.length.n_clamped
+        return _length(self.run_a.result).n_clamped + _length(self.run_b.result).n_clamped
 
     @property
     def kl_evaluations(self) -> int:
         """KL evaluations in the two transfers."""
-        return self.run_a.result.length.n_kl_evals + self.run_b.result.length.n_kl_evals
+        return _length(self.run_a.result).n_kl_evals + _length(self.run_b.result).n_kl_evals
 
 
 def run(cfg: FisherRaoConfig) -> FisherRaoResult:
@@ -533,7 +547,7 @@ def run(cfg: FisherRaoConfig) -> FisherRaoResult:
 def metrics(result: FisherRaoResult) -> dict:
     """The chapter's named numbers, as written to its results file."""
     cfg, fim, reparam, refine = result.config, result.fim, result.reparam, result.refine
-    la, lb = result.run_a.result.length, result.run_b.result.length
+    la, lb = _length(result.run_a.result), _length(result.run_b.result)
     overhead = {}
     for name, fr, eu in zip(result.overhead.models, result.overhead.fisher_rao, result.overhead.with_euclidean):
         overhead[f"length_overhead_ratio_{name}"] = fr.median_ratio
