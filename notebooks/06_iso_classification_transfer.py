@@ -20,42 +20,59 @@
 #
 # Chapter 5 moved along the equilibrium surface by changing the multipliers $(\lambda, \gamma)$.
 # Here the **data** change too: the task moves from a source to a target over $t \in [0, 1]$,
-# either as the mixture
+# either as the mixture (the paper's Eq. (23))
 #
-# $$
-# p(x, t) = (1-t)\,p^s(x) + t\,p^t(x) \qquad\text{(labels kept)}, \tag{23}
-# $$
+# ```{math}
+# :label: isotransfer-eq-23
+# p(x, t) = (1-t)\,p^s(x) + t\,p^t(x) \qquad\text{(labels kept)},
+# ```
 #
-# or along the optimal-transport interpolation of chapter 2,
-# $p(x, t) = \sum_{ij}\Gamma^*_{ij}\,\delta_{x - (1-t)x^s_i - t x^t_j}$ (Eq. 37), whose labels are
-# interpolated, $y = (1-t)\delta_{y^s_i} + t\delta_{y^t_j}$ (Remark 11). The multipliers are adapted
+# or along the optimal-transport interpolation of chapter 2 (the paper's Eq. (37))
+#
+# ```{math}
+# :label: isotransfer-eq-37
+# p(x, t) = \sum_{ij}\Gamma^*_{ij}\,\delta_{x - (1-t)x^s_i - t x^t_j},
+# ```
+#
+# whose labels are interpolated, $y = (1-t)\delta_{y^s_i} + t\delta_{y^t_j}$ (Remark 11). The multipliers are adapted
 # so that the classification loss stays at its starting value while the model is re-equilibrated
 # at every step. The **geodesic transfer** of Sec. 4.3 asks the rate and distortion to move on a
-# straight line, $\dot D = k\dot R$, which with $\dot C = 0$ gives the linear system
+# straight line, $\dot D = k\dot R$, which with $\dot C = 0$ gives the linear system of the
+# paper's Eq. (30)
 #
-# $$
+# ```{math}
+# :label: isotransfer-eq-30
+# \begin{aligned}
 # \frac{\partial D}{\partial t} + \frac{\partial D}{\partial\lambda}\dot\lambda + \frac{\partial D}{\partial\gamma}\dot\gamma
-#   = \frac{k\,\partial R/\partial t}{1 + k\lambda},\qquad
-# \frac{\partial C}{\partial\lambda}\dot\lambda + \frac{\partial C}{\partial\gamma}\dot\gamma + \frac{\partial C}{\partial t} = 0, \tag{30}
-# $$
+#   &= \frac{k\,\partial R/\partial t}{1 + k\lambda},\\
+# \frac{\partial C}{\partial\lambda}\dot\lambda + \frac{\partial C}{\partial\gamma}\dot\gamma + \frac{\partial C}{\partial t} &= 0,
+# \end{aligned}
+# ```
 #
 # solved at every step for $(\dot\lambda, \dot\gamma)$. The **heuristic** of Appendix G fixes
-# $\dot\lambda$ and takes $\dot\gamma$ from the second row alone (Eq. 38).
+# $\dot\lambda$ and takes $\dot\gamma$ from the second row alone, the paper's Eq. (38):
 #
-# **Choices** (each a field of `ctd_lib.iso_transfer.IsoTransferConfig`, or a parameter below):
+# ```{math}
+# :label: isotransfer-eq-38
+# \frac{\partial C}{\partial\lambda}\dot\lambda + \frac{\partial C}{\partial\gamma}\dot\gamma + \frac{\partial C}{\partial t} = 0,
+# \qquad \dot\lambda \text{ fixed}.
+# ```
+#
+# **Choices** (each a field of `ctd_lib.free_energy.iso_transfer.IsoTransferConfig`, or a parameter
+# below; `ctd_lib.experiments.iso_classification_transfer` runs the chapter):
 # every partial derivative is a finite difference: in $\lambda$ and $\gamma$ central, each probe a
 # short equilibration from the current weights with the same seed; in $t$ a forward difference over
 # one data step, the probe equilibrated on $p(x, t + \Delta t)$ at fixed $(\lambda, \gamma)$
 # (`t_derivative="equilibrate"`; `"frozen"` measures the current weights on the next data instead).
-# The slope $k = dD/dR$ is not given in the paper: by default it is the slope of the straight line
+# The slope $k = dD/dR$ of {eq}`isotransfer-eq-30` is not given in the paper: by default it is the slope of the straight line
 # from the source model's $(R, D)$ to that of a model equilibrated on the target at the same
-# $(\lambda_0, \gamma_0)$. When the 2x2 matrix of Eq. (30) is singular or badly conditioned, the
+# $(\lambda_0, \gamma_0)$. When the 2x2 matrix of {eq}`isotransfer-eq-30` is singular or badly conditioned, the
 # step falls back to the heuristic with $\dot\lambda = 0$, and if $\partial C/\partial\gamma$ is zero
 # too, the multipliers are left unchanged; every fallback is counted and shown. A trust region
 # (`max_rel_change`) keeps each multiplier within a factor $1 + $ `max_rel_change` of its previous value
-# per step (without it, one step of Eq. 30 sent $\gamma$ to its floor); every clip is counted.
+# per step (without it, one step of {eq}`isotransfer-eq-30` sent $\gamma$ to its floor); every clip is counted.
 # Equilibration peaks at `peak_lr` = 3e-3, twice the 1.5e-3 of Sec. 5.1, because the CPU scale
-# equilibrates for only a few hundred updates per step. For the mixture the
+# equilibrates for only a few hundred updates per step. For the mixture {eq}`isotransfer-eq-23` the
 # functionals at $t$ are the exact mixtures $(1-t)\,\cdot_s + t\,\cdot_t$ of those measured on fixed
 # source and target sets.
 #
@@ -103,99 +120,28 @@ scale = "cpu"
 results_dir = "../results"
 
 # %%
-import dataclasses
 import time
-import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from myst_nb import glue
 
-from ctd_lib._util.checks import check_choice, check_positive
-from ctd_lib.data import DATASETS, TASKS, fetch_mnist10k, make_task
-from ctd_lib.free_energy import (
-    INTERPOLATIONS,
-    PRESETS,
-    T_DERIVATIVES,
-    EquilibrationConfig,
-    IsoTransferConfig,
-    array_sampler,
-    finetune_baseline,
-    make_free_energy_model,
-    measure,
-    scratch_baseline,
-    train_equilibrium,
-    transfer_budget,
+from ctd_lib.experiments.iso_classification_transfer import IsoClassificationTransferConfig, claims, metrics, run
+from ctd_lib.results import write_results
+
+config = IsoClassificationTransferConfig(
+    source_task=source_task, target_task=target_task, head=head, data_root=data_root, n_per_class=n_per_class,
+    n_val_per_class=n_val_per_class, model=model, encoder=encoder, lam0=lam0, gamma0=gamma0,
+    source_steps=source_steps, train_lr=train_lr, batch_size=batch_size, transfer_steps=transfer_steps,
+    interpolations=interpolations, slope=slope, lambda_rate=lambda_rate, fd_rel_lambda=fd_rel_lambda,
+    fd_rel_gamma=fd_rel_gamma, fd_steps=fd_steps, equil_steps=equil_steps, peak_lr=peak_lr,
+    t_derivative=t_derivative, max_condition=max_condition, max_rel_change=max_rel_change,
+    c_tolerance=c_tolerance, scratch_margin=scratch_margin, seed=seed, threads=threads, scale=scale,
 )
-from ctd_lib.free_energy.iso_transfer import iso_transfer
-from ctd_lib.results import Claim, write_results
-
-# validate every parameter before any work
-check_choice("source_task", source_task, sorted(TASKS))
-check_choice("target_task", target_task, sorted(TASKS))
-check_choice("model", model, sorted(PRESETS))
-check_choice("encoder", encoder, ("mlp", "conv"))
-check_choice("head", head, ("disjoint", "shared"))
-check_choice("t_derivative", t_derivative, T_DERIVATIVES)
-if not interpolations:
-    raise ValueError("interpolations must list at least one of " + ", ".join(INTERPOLATIONS))
-for _i in interpolations:
-    check_choice("interpolations", _i, INTERPOLATIONS)
-for _name in ("n_per_class", "n_val_per_class", "source_steps", "batch_size", "transfer_steps", "fd_steps",
-              "equil_steps", "threads"):
-    check_positive(_name, globals()[_name], integer=True)
-for _name in ("lam0", "gamma0", "train_lr", "peak_lr", "fd_rel_lambda", "fd_rel_gamma", "max_condition",
-              "c_tolerance", "scratch_margin", "max_rel_change"):
-    check_positive(_name, globals()[_name])
-if slope is not None and not np.isfinite(slope):
-    raise ValueError(f"slope={slope!r} is not valid; it must be a finite number or None")
-if DATASETS[TASKS[source_task].dataset].needs_root and not data_root:
-    raise ValueError(f"data_root is required for {source_task!r} (dataset {TASKS[source_task].dataset!r}, read through "
-                     "torchvision); pass the folder that holds it")
-if TASKS[source_task].dataset != TASKS[target_task].dataset:
-    raise ValueError(f"source_task={source_task!r} and target_task={target_task!r} come from different datasets "
-                     "and have no shared input shape")
-fd_config = EquilibrationConfig(steps=fd_steps, peak_lr=peak_lr, batch_size=batch_size, schedule="paper", seed=seed)
-eq_config = EquilibrationConfig(steps=equil_steps, peak_lr=peak_lr, batch_size=batch_size, schedule="paper", seed=seed)
-train_config = EquilibrationConfig(steps=source_steps, peak_lr=train_lr, batch_size=batch_size, schedule="cosine",
-                                   seed=seed)
-
-
-def transfer_config(method, interpolation):
-    return IsoTransferConfig(steps=transfer_steps, method=method, interpolation=interpolation, slope=slope,
-                             lambda_rate=lambda_rate, fd_rel_lambda=fd_rel_lambda, fd_rel_gamma=fd_rel_gamma,
-                             t_derivative=t_derivative, fd_equilibration=fd_config, equilibration=eq_config,
-                             max_condition=max_condition, max_rel_change=max_rel_change, seed=seed)
-
-
-configs = {("geodesic", i): transfer_config("geodesic", i) for i in interpolations}
-configs[("heuristic", interpolations[0])] = transfer_config("heuristic", interpolations[0])
 t_start = time.perf_counter()
-torch.set_num_threads(threads)
-torch.manual_seed(seed)
-warnings.filterwarnings("always", module="ctd_lib.iso_transfer")  # every fallback is shown
-root = data_root or None
-if TASKS[source_task].dataset == "mnist10k":
-    fetch_mnist10k()
-n_src, n_tgt = len(TASKS[source_task].classes), len(TASKS[target_task].classes)
-# head "disjoint": source classes then target classes in one head (0-4 and 5-9 for MNIST, Sec. 5.2);
-# head "shared": both tasks relabelled 0..n-1 on one head of n outputs (Appendix G's four outputs)
-offsets = (0, n_src) if head == "disjoint" else (0, 0)
-num_classes = n_src + n_tgt if head == "disjoint" else max(n_src, n_tgt)
-
-
-def task(name, split, n, offset):
-    t = make_task(name, split, root=root, n_per_class=n, seed=seed, label_offset=offset)
-    return dataclasses.replace(t, num_classes=num_classes)
-
-
-source, target = task(source_task, "train", n_per_class, offsets[0]), task(target_task, "train", n_per_class, offsets[1])
-source_val = task(source_task, "test", n_val_per_class, offsets[0])
-target_val = task(target_task, "test", n_val_per_class, offsets[1])
-model_config = dict(input_shape=tuple(source.input_shape), num_classes=num_classes, encoder=encoder, seed=seed)
-print(f"source {source_task}: {len(source.y)} images, target {target_task}: {len(target.y)}; "
-      f"one {num_classes}-way head")
+result = run(config)  # source model, the transfers of Eqs. (30) and (38), the baselines; every fallback warns
+print(f"source {source_task}: {result.n_source} images, target {target_task}: {result.n_target}; "
+      f"one {result.num_classes}-way head")
 
 # %% [markdown]
 # ## The source model
@@ -204,28 +150,25 @@ print(f"source {source_task}: {len(source.y)} images, target {target_task}: {len
 # equilibrium surface.
 
 # %%
-src_model = make_free_energy_model(model, **model_config)
-train_equilibrium(src_model, array_sampler(source.x, source.y), lam0, gamma0, train_config)
-src_terms = measure(src_model, source_val.x, source_val.y, seed=seed)
+src_terms = result.source_terms
 print(f"source model, held-out source: R {src_terms.rate:.2f}, D {src_terms.distortion:.2f}, "
       f"C {src_terms.classification:.3f}, accuracy {src_terms.accuracy:.1%}")
 
 # %% [markdown]
 # ## Transfer
 #
-# Geodesic transfer (Eq. 30) with each interpolation of the data, and the heuristic of Eq. (38).
+# Geodesic transfer ({eq}`isotransfer-eq-30`) with each interpolation of the data, and the
+# heuristic of {eq}`isotransfer-eq-38`.
 
 # %%
-results = {}
-for (method, interp), cfg in configs.items():
-    results[(method, interp)] = iso_transfer(src_model, source, target, source_val, target_val, lam0, gamma0, cfg)
-    r = results[(method, interp)]
+results = result.transfers
+for (method, interp), r in results.items():
     print(f"{method:9s} {interp:8s}: C {r.array('classification')[0]:.3f} -> {r.array('classification')[-1]:.3f} "
           f"(max change {r.c_max_rel_change:.1%}), lambda {r.lam[0]:.3g} -> {r.lam[-1]:.3g}, "
           f"gamma {r.gamma[0]:.3g} -> {r.gamma[-1]:.3g}, target accuracy {r.target_accuracy[-1]:.1%}, "
           f"{r.n_fallbacks} fallbacks, {r.n_clips} clips, {r.wall_time:.0f} s")
-main = results[("geodesic", interpolations[0])]
-budget = transfer_budget(configs[("geodesic", interpolations[0])])
+main = result.main
+budget = result.budget
 
 # %% [markdown]
 # ## Baselines with the same budget
@@ -234,17 +177,14 @@ budget = transfer_budget(configs[("geodesic", interpolations[0])])
 # many mini-batch updates as the geodesic transfer used.
 
 # %%
-base_config = EquilibrationConfig(steps=budget, peak_lr=train_lr, batch_size=batch_size, schedule="cosine", seed=seed)
-eval_every = max(1, budget // 20)
-finetune = finetune_baseline(src_model, target, target_val, lam0, gamma0, steps=budget, config=base_config,
-                             eval_every=eval_every)
-scratch = scratch_baseline(src_model.config, target, target_val, lam0, gamma0, steps=budget,
-                           config=base_config, eval_every=eval_every)
+finetune, scratch = result.finetune, result.scratch
 print(f"budget {budget} updates; fine-tuning: {finetune.initial_accuracy:.1%} -> {finetune.final_accuracy:.1%}; "
       f"from scratch: {scratch.final_accuracy:.1%}")
 
 # %% [markdown]
 # ## Rate, distortion and the multipliers along the transfer (Fig. 5a)
+#
+# {numref}`fig-isotransfer-rd` follows each transfer in the $(D, R)$ plane and its multipliers over $t$.
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -267,14 +207,24 @@ axes[2].set(xlabel="t", ylabel="$\\gamma$", title="$\\gamma$ over t")
 for ax in axes:
     ax.legend(fontsize=7)
 fig.tight_layout()
-plt.show()
+glue("fig-isotransfer-rd", fig, display=False)
+plt.close(fig)
 
 # %% [markdown]
+# ```{glue:figure} fig-isotransfer-rd
+# :name: fig-isotransfer-rd
+#
+# Rate against distortion along each transfer (left; the dotted line is the straight line
+# $\dot D = k\dot R$ that the geodesic transfer aims for), and $\lambda$ (middle) and $\gamma$
+# (right) over $t$, one curve per method and interpolation: how far each transfer keeps to the line,
+# and the steps in $\gamma$ that the trust region (`max_rel_change`) caps.
+# ```
+#
 # ## Accuracy and classification loss over the transfer (Fig. 5b)
 #
 # Iso-classification transfer is measured on the interpolated held-out task at each $t$ and on the
 # target's held-out set; fine-tuning on the target's held-out set over its updates (drawn on the same
-# $[0, 1]$ axis as a fraction of the budget).
+# $[0, 1]$ axis as a fraction of the budget), in {numref}`fig-isotransfer-accuracy`.
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -294,7 +244,8 @@ axes[2].set(xlabel="t", ylabel="classification loss C", title="C on the interpol
 for ax in axes:
     ax.legend(fontsize=7)
 fig.tight_layout()
-plt.show()
+glue("fig-isotransfer-accuracy", fig, display=False)
+plt.close(fig)
 c_path = main.array("classification")
 glue("c0", float(c_path[0]), display=False)
 glue("c_peak", float(c_path.max()), display=False)
@@ -307,6 +258,16 @@ glue("min_interp_acc", float(main.val_accuracy.min()), display=False)
 glue("budget", int(budget), display=False)
 
 # %% [markdown]
+# ```{glue:figure} fig-isotransfer-accuracy
+# :name: fig-isotransfer-accuracy
+#
+# Held-out accuracy on the interpolated task over $t$ (left), accuracy on the target's held-out set
+# (middle: the transfers over $t$, fine-tuning over the fraction of its budget, training from
+# scratch as the star at the end) and the classification loss $C$ on the interpolated task (right,
+# training and held-out): fine-tuning starts near zero on the target while the transfers keep the
+# interpolated task's accuracy, and $C$ shows how well each transfer held it.
+# ```
+#
 # Along the geodesic transfer the training classification loss starts at {glue:text}`c0:.3f` and
 # reaches {glue:text}`c_peak:.3f` (a largest relative change of {glue:text}`c_change_main:.0%`); the
 # accuracy on the interpolated held-out task never drops below {glue:text}`min_interp_acc:.1%`. At
@@ -314,18 +275,19 @@ glue("budget", int(budget), display=False)
 # model trained from scratch and {glue:text}`acc_ft:.1%` for fine-tuning, which starts at
 # {glue:text}`acc_ft0:.1%` (the source head never predicts the target's classes), all with
 # {glue:text}`budget` mini-batch updates. When the loss is not held, the cause is visible in the
-# multipliers: the solution of Eq. (30) asks for large jumps of $\gamma$, which the trust region
+# multipliers: the solution of {eq}`isotransfer-eq-30` asks for large jumps of $\gamma$, which the trust region
 # (`max_rel_change`) caps, and a short equilibration cannot fit the target's new classes as fast as
 # the mixture brings them in; the process is quasi-static only in the limit of many small steps and
 # long equilibration, which the paper scale approaches.
 #
 # ## The linear systems of Eq. (30)
 #
-# The condition number of the 2x2 matrix at every step, and the steps that fell back.
+# The condition number of the 2x2 matrix of {eq}`isotransfer-eq-30` at every step, and the steps
+# that fell back.
 
 # %%
 for (method, interp), r in results.items():
-    conds = [s["cond"] for s in r.systems]
+    conds = [s.cond for s in r.systems]
     print(f"{method:9s} {interp:8s}: condition numbers {', '.join(f'{c:.3g}' for c in conds)}; "
           f"fallbacks {r.fallbacks if r.fallbacks else 'none'}")
 
@@ -333,44 +295,9 @@ for (method, interp), r in results.items():
 # ## Claims and results
 
 # %%
-c_change = max(r.c_max_rel_change for r in results.values())
-acc_isoc = float(main.target_accuracy[-1])
-claims = [
-    Claim(id="transfer_c_constant", statement="C stays at its starting value during iso-classification transfer",
-          source="Seed 004, Sec. 4.2-4.3, Sec. 5.2", holds=bool(c_change < c_tolerance),
-          evidence="; ".join(f"{m}/{i}: max relative change {r.c_max_rel_change:.1%}" for (m, i), r in results.items())
-                   + f" (tolerance {c_tolerance:.0%})"),
-    Claim(id="isoc_matches_scratch", statement="Final target accuracy of iso-classification transfer matches training from scratch",
-          source="Seed 004, Sec. 5.2 (Fig. 5b)", holds=bool(acc_isoc >= scratch.final_accuracy - scratch_margin),
-          evidence=f"geodesic/{interpolations[0]} {acc_isoc:.1%} against scratch {scratch.final_accuracy:.1%} "
-                   f"(margin {scratch_margin:.0%}); fine-tuning ends at {finetune.final_accuracy:.1%}"),
-    Claim(id="finetune_starts_low", statement="Fine-tuning the source model starts with a very low target accuracy",
-          source="Seed 004, Sec. 5.2 (Fig. 5b)", holds=bool(finetune.initial_accuracy < acc_isoc - 0.5),
-          evidence=f"fine-tuning starts at {finetune.initial_accuracy:.1%}; iso-classification transfer keeps "
-                   f"{min(float(main.val_accuracy.min()), 1.0):.1%} or more on the interpolated task"),
-]
-metrics = {
-    "transfer_c_max_rel_change": float(c_change),
-    "final_acc_isoc": acc_isoc,
-    "final_acc_scratch": float(scratch.final_accuracy),
-    "final_acc_finetune": float(finetune.final_accuracy),
-    "finetune_initial_acc": float(finetune.initial_accuracy),
-    "budget_updates": int(budget),
-    **{f"c_max_rel_change[{m}/{i}]": float(r.c_max_rel_change) for (m, i), r in results.items()},
-    **{f"final_acc[{m}/{i}]": float(r.target_accuracy[-1]) for (m, i), r in results.items()},
-    **{f"fallbacks[{m}/{i}]": int(r.n_fallbacks) for (m, i), r in results.items()},
-    "paths": {f"{m}/{i}": dict(t=r.t.tolist(), lam=r.lam.tolist(), gamma=r.gamma.tolist(),
-                               rate=r.array("rate").tolist(), distortion=r.array("distortion").tolist(),
-                               classification=r.array("classification").tolist(),
-                               target_accuracy=r.target_accuracy.tolist()) for (m, i), r in results.items()},
-}
-params = {k: globals()[k] for k in ("source_task", "target_task", "n_per_class", "n_val_per_class", "model", "encoder",
-                                   "lam0", "gamma0", "source_steps", "train_lr", "batch_size", "transfer_steps",
-                                   "interpolations", "slope", "lambda_rate", "fd_rel_lambda", "fd_rel_gamma",
-                                   "fd_steps", "equil_steps", "peak_lr", "t_derivative", "max_condition",
-                                   "max_rel_change", "c_tolerance", "scratch_margin", "seed", "threads", "scale")}
-path = write_results(results_dir, "06_iso_classification_transfer", scale=scale, parameters=params, metrics=metrics,
-                     claims=claims, wall_time=time.perf_counter() - t_start, device="cpu")
-for c in claims:
+found = claims(result)
+path = write_results(results_dir, "06_iso_classification_transfer", scale=scale, parameters=config.parameters(),
+                     metrics=metrics(result), claims=found, wall_time=time.perf_counter() - t_start, device="cpu")
+for c in found:
     print(f"[{'holds' if c.holds else 'FAILS'}] {c.statement}: {c.evidence}")
 print(f"results written to {path}")

@@ -152,6 +152,10 @@ def test_finite_difference_partials(task, trained):
     assert all(torch.equal(a, b) for a, b in zip(before, trained.parameters()))  # probes work on copies
     assert p.n_probes == 4
     assert all(np.isfinite(v) for v in p.to_dict().values())
+    # the transfer's optional t-partials stay unset here, and out of to_dict (its keys as before)
+    assert not p.has_t and p.dC_dt is None and p.h_lambda is None
+    assert set(p.to_dict()) == {"dR_dlambda", "dR_dgamma", "dD_dlambda", "dD_dgamma", "dC_dlambda", "dC_dgamma",
+                                "n_probes"}
     # more weight on D lowers D; more weight on C lowers C (Lemma 3: d2F/dlam2, d2F/dgamma2 < 0)
     assert p.dD_dlambda < 0
     assert p.dC_dgamma < 0

@@ -7,6 +7,9 @@ torchvision's format. Tolerances are stated next to each comparison.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -14,9 +17,11 @@ import torch
 from ctd_lib.data import Task, TaskSpec, make_task
 from ctd_lib.free_energy import iso_transfer as IT
 from ctd_lib.free_energy.equilibrate import EquilibrationConfig, array_sampler, train_equilibrium
-from ctd_lib.free_energy.functionals import FreeEnergyTerms, measure
+from ctd_lib.free_energy.finite_differences import Partials
+from ctd_lib.free_energy.functionals import FreeEnergyTerms, hamiltonian_loss, measure
 from ctd_lib.free_energy.iso_transfer import (
     IsoTransferConfig,
+    StepSolution,
     TaskPath,
     TransferPartials,
     iso_transfer,
@@ -69,7 +74,7 @@ def _run(model, tasks, **kw):
 
 def _partials(**kw) -> TransferPartials:
     base = dict(dR_dlambda=1.0, dR_dgamma=0.1, dD_dlambda=-2.0, dD_dgamma=-0.2, dC_dlambda=-0.1, dC_dgamma=-0.05,
-                dR_dt=-1.0, dD_dt=2.0, dC_dt=0.5, h_lambda=0.025, h_gamma=0.8, dt=0.5)
+                n_probes=6, dR_dt=-1.0, dD_dt=2.0, dC_dt=0.5, h_lambda=0.025, h_gamma=0.8, dt=0.5)
     return TransferPartials(**{**base, **kw})
 
 
@@ -129,7 +134,7 @@ def test_budget_counts_every_update(source_model, tasks, monkeypatch):
 def test_heuristic_with_zero_lambda_rate_keeps_lambda(source_model, tasks):
     r = _run(source_model, tasks, method="heuristic", lambda_rate=0.0)
     np.testing.assert_array_equal(r.lam, np.full(3, 0.25))
-    assert r.slope is None and all(s["method_used"] in ("heuristic", "hold") for s in r.systems)
+    assert r.slope is None and all(s.method_used in ("heuristic", "hold") for s in r.systems)
 
 
 def test_heuristic_zero_time_derivative_keeps_multipliers(source_model, tasks, monkeypatch):
@@ -156,8 +161,8 @@ def test_singular_system_falls_back_warns_and_counts(source_model, tasks, monkey
     with pytest.warns(RuntimeWarning, match="condition number"):
         r = _run(source_model, tasks, slope=-1.0, max_rel_change=None)
     assert r.n_fallbacks == 2 and [s for s, _ in r.fallbacks] == [0, 1]
-    assert all(s["method_used"] == "heuristic-fallback" for s in r.systems)
-    assert all(s["cond"] > 1e6 for s in r.systems)
+    assert all(s.method_used == "heuristic-fallback" for s in r.systems)
+    assert all(s.cond > 1e6 for s in r.systems)
     np.testing.assert_array_equal(r.lam, [0.25] * 3)  # the fallback's lambda-dot is 0
     np.testing.assert_allclose(r.gamma, 8.0 + 0.5 * np.array([0, 0.5, 1.0]), rtol=1e-12)  # -C_t / C_gamma = 0.5
     assert np.isfinite(r.free_energy).all()
@@ -168,7 +173,7 @@ def test_degenerate_system_holds_the_multipliers(source_model, tasks, monkeypatc
     monkeypatch.setattr(IT, "transfer_partials", lambda *a, **k: p)
     with pytest.warns(RuntimeWarning, match="kept"):
         r = _run(source_model, tasks, slope=-1.0)
-    assert r.n_fallbacks == 2 and all(s["method_used"] == "hold" for s in r.systems)
+    assert r.n_fallbacks == 2 and all(s.method_used == "hold" for s in r.systems)
     np.testing.assert_array_equal(r.lam, [0.25] * 3)
     np.testing.assert_array_equal(r.gamma, [8.0] * 3)
     with pytest.warns(RuntimeWarning, match="dC/dgamma"):
@@ -197,21 +202,46 @@ def test_geodesic_solution_satisfies_eq30():
     s = solve_step(p, lam, method="geodesic", slope=k)
     A = np.array([[p.dD_dlambda, p.dD_dgamma], [p.dC_dlambda, p.dC_dgamma]])
     b = np.array([k * p.dR_dt / (1 + k * lam) - p.dD_dt, -p.dC_dt])
-    np.testing.assert_allclose(A @ s["solution"], b, rtol=1e-12, atol=1e-12)
-    assert s["method_used"] == "geodesic" and s["reason"] is None
-    assert s["cond"] == pytest.approx(np.linalg.cond(A), rel=1e-12)
+    np.testing.assert_allclose(A @ s.solution, b, rtol=1e-12, atol=1e-12)
+    assert s.method_used == "geodesic" and s.reason is None
+    assert s.cond == pytest.approx(np.linalg.cond(A), rel=1e-12)
     # the iso-classification row: C_lambda lambda-dot + C_gamma gamma-dot + C_t = 0
-    assert p.dC_dlambda * s["solution"][0] + p.dC_dgamma * s["solution"][1] + p.dC_dt == pytest.approx(0, abs=1e-12)
+    assert p.dC_dlambda * s.solution[0] + p.dC_dgamma * s.solution[1] + p.dC_dt == pytest.approx(0, abs=1e-12)
 
 
 def test_geodesic_fallbacks():
     s = solve_step(_partials(), 0.5, method="geodesic", slope=-2.0)  # 1 + k lambda = 0
-    assert s["method_used"] == "heuristic-fallback" and "1 + k lambda" in s["reason"]
+    assert s.method_used == "heuristic-fallback" and "1 + k lambda" in s.reason
     s = solve_step(_partials(), 0.5, method="geodesic", slope=1.0, max_condition=1.0)  # every matrix has cond >= 1
-    assert s["method_used"] == "heuristic-fallback" and "max_condition" in s["reason"]
-    assert s["solution"][0] == 0 and s["solution"][1] == pytest.approx(-0.5 / -0.05)
+    assert s.method_used == "heuristic-fallback" and "max_condition" in s.reason
+    assert s.solution[0] == 0 and s.solution[1] == pytest.approx(-0.5 / -0.05)
     s = solve_step(_partials(dC_dgamma=float("nan")), 0.5, method="geodesic", slope=1.0)
-    assert s["method_used"] == "hold" and np.array_equal(s["solution"], [0.0, 0.0])
+    assert s.method_used == "hold" and np.array_equal(s.solution, [0.0, 0.0])
+
+
+
+def test_step_solution_is_typed_and_needs_the_t_partials():
+    s = solve_step(_partials(), 0.4, method="geodesic", slope=-0.7)
+    assert isinstance(s, StepSolution) and s.partials is None and s.clips == 0
+    assert (s.lam_dot, s.gamma_dot) == (float(s.solution[0]), float(s.solution[1]))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.cond = 0.0
+    no_t = Partials(dR_dlambda=1.0, dR_dgamma=0.1, dD_dlambda=-2.0, dD_dgamma=-0.2, dC_dlambda=-0.1,
+                    dC_dgamma=-0.05, n_probes=4)
+    assert not no_t.has_t and _partials().has_t and TransferPartials is Partials
+    with pytest.raises(ValueError, match="partials in t"):
+        solve_step(no_t, 0.4, method="heuristic", slope=None)
+
+
+@pytest.mark.parametrize("t_derivative, probes", [("equilibrate", 6), ("frozen", 4)])
+def test_systems_carry_their_partials_and_clips(source_model, tasks, t_derivative, probes):
+    r = _run(source_model, tasks, t_derivative=t_derivative)
+    assert all(isinstance(s, StepSolution) for s in r.systems)
+    for s in r.systems:
+        p = s.partials
+        assert isinstance(p, Partials) and p.has_t and p.n_probes == probes and p.dt == pytest.approx(0.5)
+        assert set(p.to_dict()) >= {"dC_dgamma", "dC_dt", "h_lambda", "h_gamma", "dt"}
+    assert sum(s.clips for s in r.systems) == r.n_clips
 
 
 # ---------------------------------------------------------------- data at time t
@@ -343,6 +373,46 @@ def test_baselines(source_model, tasks):
                           config=cfg, eval_every=10, eval_size=20, n_z=2)
     np.testing.assert_array_equal(sc.steps, [0, 10, 20, 25])
     assert np.isfinite(sc.target_loss).all()
+
+
+
+def _reference_curve(model, target, target_val, lam, gamma, *, steps, config, eval_every, eval_size, n_z):
+    """The baselines' Adam loop as it was written out before it went through equilibrate (the reference)."""
+    cfg = dataclasses.replace(config, steps=steps)
+    rng = np.random.default_rng(cfg.seed)
+    k = IT._subset(target_val.x.shape[0], eval_size, rng)
+    xv, yv = target_val.x[torch.as_tensor(k)], target_val.y[torch.as_tensor(k)]
+    sampler, gen = array_sampler(target.x, target.y), torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr)
+    acc = [measure(model, xv, yv, n_z=n_z, seed=cfg.seed).accuracy]
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        for s in range(steps):
+            xb, yb = sampler(cfg.batch_size, rng)
+            r, d, c = hamiltonian_loss(model, xb, yb, lam, gamma, n_z=cfg.n_z, generator=gen)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr_at(s)
+            opt.zero_grad(set_to_none=True)
+            (r + lam * d + gamma * c).backward()
+            opt.step()
+            if (s + 1) % eval_every == 0 or s + 1 == steps:
+                acc.append(measure(model, xv, yv, n_z=n_z, seed=cfg.seed).accuracy)
+    return model, np.array(acc)
+
+
+@pytest.mark.parametrize("steps, eval_every, eval_size", [(12, 4, 2000), (13, 5, 7)])
+def test_baselines_match_the_written_out_adam_loop(source_model, tasks, steps, eval_every, eval_size):
+    """Through equilibrate the baselines take exactly the updates of their old loop (bit for bit): the same
+    mini-batches (also when the evaluation subset is drawn first), noise, dropout and learning rates."""
+    cfg = EquilibrationConfig(peak_lr=3e-3, schedule="cosine", seed=5)
+    kw = dict(steps=steps, config=cfg, eval_every=eval_every, eval_size=eval_size, n_z=2)
+    ft = finetune_baseline(source_model, tasks["target"], tasks["target_val"], 0.25, 8.0, **kw)
+    ref_model, ref_acc = _reference_curve(copy.deepcopy(source_model), tasks["target"], tasks["target_val"],
+                                          0.25, 8.0, **kw)
+    np.testing.assert_array_equal(ft.target_accuracy, ref_acc)
+    assert all(torch.equal(a, b) for a, b in zip(ft.model.state_dict().values(), ref_model.state_dict().values()))
+    assert not ft.model.training
 
 
 # ---------------------------------------------------------------- CIFAR-10 path

@@ -15,9 +15,19 @@ from .model import FreeEnergyModel
 
 __all__ = ["Partials", "central_differences", "finite_difference_partials"]
 
+
 @dataclass(frozen=True)
 class Partials:
-    """Finite-difference partial derivatives of the equilibrium functionals."""
+    r"""Finite-difference partial derivatives of the equilibrium functionals :math:`R, D, C`.
+
+    ``dX_dlambda``, ``dX_dgamma`` (:math:`X \in \{R, D, C\}`) are central differences in
+    :math:`(\lambda, \gamma)`: the partials of Eq. (31) of [Gao & Chaudhari 2020]
+    (iso-classification, :func:`finite_difference_partials`) and the left-hand side of
+    Eqs. (30) and (38) (iso-classification transfer). The transfer also fills the
+    optional fields: ``dX_dt``, forward differences in the data's time :math:`t` over
+    ``dt`` (the :math:`\partial_t` terms of Eqs. 30 and 38), and the half-widths
+    ``h_lambda``, ``h_gamma`` it used; for the iso-classification process they stay None.
+    """
 
     dR_dlambda: float
     dR_dgamma: float
@@ -25,10 +35,25 @@ class Partials:
     dD_dgamma: float
     dC_dlambda: float
     dC_dgamma: float
-    n_probes: int  # equilibrated probe models (4 for central differences)
+    n_probes: int  # equilibrated probe models (4 for central differences, + 2 for an equilibrated t-difference)
+    dR_dt: float | None = None  # forward differences in t (iso-classification transfer only)
+    dD_dt: float | None = None
+    dC_dt: float | None = None
+    h_lambda: float | None = None  # central half-widths in lambda and gamma (transfer only)
+    h_gamma: float | None = None
+    dt: float | None = None  # the step in t of the forward differences (transfer only)
+
+    @property
+    def has_t(self) -> bool:
+        """Whether the partials in :math:`t` are filled in (the transfer's), not None."""
+        return self.dR_dt is not None and self.dD_dt is not None and self.dC_dt is not None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a plain dict; the optional (transfer) fields only where they are set."""
+        return {k: v for k, v in asdict(self).items() if not (k in _OPTIONAL and v is None)}
+
+
+_OPTIONAL = ("dR_dt", "dD_dt", "dC_dt", "h_lambda", "h_gamma", "dt")
 
 
 def finite_difference_partials(

@@ -113,10 +113,10 @@ from ..transport.costs import pixel_cost
 from ..transport.dense import exact_plan
 from ..transport.interpolation import InterpolatedBatch, make_sampler
 from .equilibrate import EquilibrationConfig, equilibrate
-from .finite_differences import central_differences
+from .finite_differences import Partials, central_differences
 from .functionals import FreeEnergyTerms, measure
 
-__all__ = ["INTERPOLATIONS", "IsoTransferConfig", "IsoTransferResult", "METHODS", "OT_SOLVERS", "TERMS", "T_DERIVATIVES", "TaskPath", "TransferPartials", "c_max_rel_change", "iso_transfer", "solve_step", "transfer_budget", "transfer_partials"]
+__all__ = ["INTERPOLATIONS", "IsoTransferConfig", "IsoTransferResult", "METHODS", "OT_SOLVERS", "StepSolution", "TERMS", "T_DERIVATIVES", "TaskPath", "TransferPartials", "c_max_rel_change", "iso_transfer", "solve_step", "transfer_budget", "transfer_partials"]
 
 METHODS = ("geodesic", "heuristic")
 INTERPOLATIONS = ("mixture", "ot")
@@ -366,29 +366,10 @@ class TaskPath:
 # ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TransferPartials:
-    """Finite-difference partial derivatives of :math:`R, D, C` at :math:`(t, \\lambda, \\gamma)`.
-
-    ``dX_dlambda``, ``dX_dgamma`` are central differences with half-widths
-    ``h_lambda``, ``h_gamma``; ``dX_dt`` forward differences over ``dt``.
-    """
-
-    dR_dlambda: float
-    dR_dgamma: float
-    dD_dlambda: float
-    dD_dgamma: float
-    dC_dlambda: float
-    dC_dgamma: float
-    dR_dt: float
-    dD_dt: float
-    dC_dt: float
-    h_lambda: float
-    h_gamma: float
-    dt: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+#: The partials of the transfer: :class:`~ctd_lib.free_energy.finite_differences.Partials` with its
+#: optional :math:`t`-partials (``dR_dt``, ``dD_dt``, ``dC_dt``), ``h_lambda``, ``h_gamma`` and ``dt``
+#: filled in. Kept as a name for the transfer's use of the one type.
+TransferPartials = Partials
 
 
 def _equilibrated_copy(model: nn.Module, sampler, lam: float, gamma: float, cfg: EquilibrationConfig) -> nn.Module:
@@ -399,8 +380,13 @@ def _equilibrated_copy(model: nn.Module, sampler, lam: float, gamma: float, cfg:
 
 
 def transfer_partials(model: nn.Module, path: TaskPath, t: float, t_next: float, lam: float, gamma: float,
-                      cfg: IsoTransferConfig, *, seed: int) -> TransferPartials:
-    """The partials at :math:`(t, \\lambda, \\gamma)` used by Eqs. (30) and (38); see the module docstring."""
+                      cfg: IsoTransferConfig, *, seed: int) -> Partials:
+    """The partials at :math:`(t, \\lambda, \\gamma)` used by Eqs. (30) and (38); see the module docstring.
+
+    A :class:`~ctd_lib.free_energy.finite_differences.Partials` with every field filled in: the
+    central differences in :math:`(\\lambda, \\gamma)` (four probes), the forward differences in
+    :math:`t` (two more probes with ``t_derivative="equilibrate"``), the half-widths and ``dt``.
+    """
     fd = replace(cfg.fd_equilibration, seed=seed)
     h_l, h_g = cfg.fd_rel_lambda * lam, cfg.fd_rel_gamma * gamma
     here = path.batch_sampler(t)
@@ -417,15 +403,57 @@ def transfer_partials(model: nn.Module, path: TaskPath, t: float, t_next: float,
         t1 = path.terms(model, t_next, n_z=cfg.n_z_measure, seed=seed)
     for short, name in (("R", "rate"), ("D", "distortion"), ("C", "classification")):
         d[f"d{short}_dt"] = (getattr(t1, name) - getattr(t0, name)) / dt
-    return TransferPartials(**{k: float(v) for k, v in d.items()}, h_lambda=h_l, h_gamma=h_g, dt=dt)
+    n_probes = 4 + (2 if cfg.t_derivative == "equilibrate" else 0)
+    return Partials(**{k: float(v) for k, v in d.items()}, n_probes=n_probes, h_lambda=h_l, h_gamma=h_g, dt=dt)
 
 
 def _is_zero(v: float, scale: float) -> bool:
     return not math.isfinite(v) or abs(v) <= _TINY * max(1.0, scale)
 
 
-def solve_step(p: TransferPartials, lam: float, *, method: str, slope: float | None, lambda_rate: float = 0.0,
-               max_condition: float = 1e6) -> dict:
+@dataclass(frozen=True, eq=False)
+class StepSolution:
+    r"""One step's linear system and its solution, what :func:`solve_step` returns.
+
+    Attributes
+    ----------
+    matrix : (2, 2) :math:`A = \begin{pmatrix} \partial_\lambda D & \partial_\gamma D \\
+        \partial_\lambda C & \partial_\gamma C \end{pmatrix}` of Eq. (30).
+    rhs : (2,) :math:`b = (k\,\partial_t R/(1 + k\lambda) - \partial_t D,\ -\partial_t C)`
+        (NaN where undefined: no slope, or :math:`1 + k\lambda \approx 0`).
+    cond : the 2-norm condition number of ``matrix`` (``inf`` when singular or not finite).
+    solution : (2,) :math:`(\dot\lambda, \dot\gamma)` taken.
+    method_used : "geodesic" (Eq. 30), "heuristic" (Eq. 38), "heuristic-fallback"
+        (Eq. 38 with :math:`\dot\lambda = 0` in place of Eq. 30) or "hold" (zero rates).
+    reason : why the step did not use its method as configured (None when it did).
+    partials : the :class:`~ctd_lib.free_energy.finite_differences.Partials` behind the
+        system (set by :func:`iso_transfer` in its ``systems``; None from :func:`solve_step`).
+    clips : how many of :math:`\lambda, \gamma` the trust region or the floor clipped
+        after this step (set by :func:`iso_transfer`; 0 from :func:`solve_step`).
+    """
+
+    matrix: np.ndarray
+    rhs: np.ndarray
+    cond: float
+    solution: np.ndarray
+    method_used: str
+    reason: str | None = None
+    partials: Partials | None = field(default=None, repr=False)
+    clips: int = 0
+
+    @property
+    def lam_dot(self) -> float:
+        r""":math:`\dot\lambda`, the first entry of ``solution``."""
+        return float(self.solution[0])
+
+    @property
+    def gamma_dot(self) -> float:
+        r""":math:`\dot\gamma`, the second entry of ``solution``."""
+        return float(self.solution[1])
+
+
+def solve_step(p: Partials, lam: float, *, method: str, slope: float | None, lambda_rate: float = 0.0,
+               max_condition: float = 1e6) -> StepSolution:
     r"""The rates :math:`(\dot\lambda, \dot\gamma)` of one step, by Eq. (30) or Eq. (38), with fallbacks.
 
     .. math::
@@ -441,20 +469,24 @@ def solve_step(p: TransferPartials, lam: float, *, method: str, slope: float | N
     with :math:`\dot\lambda = 0`; when :math:`\partial_\gamma C \approx 0` too
     (or in the heuristic), the rates are zero.
 
+    ``p`` must carry the partials in :math:`t` (``p.has_t``), as :func:`transfer_partials` gives.
+
     Returns
     -------
-    dict with ``matrix`` (2, 2), ``rhs`` (2,) (NaN where undefined), ``cond``,
-    ``solution`` (2,) = :math:`(\dot\lambda, \dot\gamma)`, ``method_used``
-    ("geodesic", "heuristic", "heuristic-fallback" or "hold") and ``reason``
-    (None unless a fallback was taken).
+    :class:`StepSolution`: ``matrix``, ``rhs``, ``cond``, ``solution`` =
+    :math:`(\dot\lambda, \dot\gamma)`, ``method_used`` ("geodesic", "heuristic",
+    "heuristic-fallback" or "hold") and ``reason`` (None unless a fallback was taken).
 
-    >>> p = TransferPartials(dR_dlambda=0.0, dR_dgamma=0.0, dD_dlambda=-1.0, dD_dgamma=0.0, dC_dlambda=0.0,
-    ...                      dC_dgamma=-1.0, dR_dt=2.0, dD_dt=0.0, dC_dt=2.0, h_lambda=0.1, h_gamma=0.1, dt=0.5)
+    >>> p = Partials(dR_dlambda=0.0, dR_dgamma=0.0, dD_dlambda=-1.0, dD_dgamma=0.0, dC_dlambda=0.0,
+    ...              dC_dgamma=-1.0, n_probes=6, dR_dt=2.0, dD_dt=0.0, dC_dt=2.0, h_lambda=0.1, h_gamma=0.1, dt=0.5)
     >>> s = solve_step(p, 1.0, method="geodesic", slope=1.0)
-    >>> s["rhs"].tolist(), s["solution"].tolist(), s["method_used"]
+    >>> s.rhs.tolist(), s.solution.tolist(), s.method_used
     ([1.0, -2.0], [-1.0, 2.0], 'geodesic')
     """
     check_choice("method", method, METHODS)
+    if not isinstance(p, Partials) or not p.has_t:
+        raise ValueError("p must be a Partials with the partials in t (dR_dt, dD_dt, dC_dt) filled in, "
+                         "as transfer_partials returns")
     A = np.array([[p.dD_dlambda, p.dD_dgamma], [p.dC_dlambda, p.dC_dgamma]], dtype=np.float64)
     scale = float(np.nanmax(np.abs(A))) if np.isfinite(A).any() else 1.0
     denom = 1.0 + slope * lam if slope is not None else float("nan")
@@ -483,18 +515,19 @@ def solve_step(p: TransferPartials, lam: float, *, method: str, slope: float | N
         else:
             sol = np.linalg.solve(A, b)
             if np.isfinite(sol).all():
-                return dict(matrix=A, rhs=b, cond=cond, solution=sol, method_used="geodesic", reason=None)
+                return StepSolution(matrix=A, rhs=b, cond=cond, solution=sol, method_used="geodesic")
             reason = "the solution of Eq. (30) is not finite"
         sol = heuristic(0.0)
         if sol is not None:
-            return dict(matrix=A, rhs=b, cond=cond, solution=sol, method_used="heuristic-fallback", reason=reason)
+            return StepSolution(matrix=A, rhs=b, cond=cond, solution=sol, method_used="heuristic-fallback",
+                                reason=reason)
         reason += "; dC/dgamma is ~0 too: lambda and gamma kept"
-        return dict(matrix=A, rhs=b, cond=cond, solution=np.zeros(2), method_used="hold", reason=reason)
+        return StepSolution(matrix=A, rhs=b, cond=cond, solution=np.zeros(2), method_used="hold", reason=reason)
     sol = heuristic(float(lambda_rate))
     if sol is not None:
-        return dict(matrix=A, rhs=b, cond=cond, solution=sol, method_used="heuristic", reason=None)
-    return dict(matrix=A, rhs=b, cond=cond, solution=np.zeros(2), method_used="hold",
-                reason=f"dC/dgamma = {p.dC_dgamma:.3g} is ~0 in Eq. (38): lambda and gamma kept")
+        return StepSolution(matrix=A, rhs=b, cond=cond, solution=sol, method_used="heuristic")
+    return StepSolution(matrix=A, rhs=b, cond=cond, solution=np.zeros(2), method_used="hold",
+                        reason=f"dC/dgamma = {p.dC_dgamma:.3g} is ~0 in Eq. (38): lambda and gamma kept")
 
 
 def _advance(value: float, rate: float, dt: float, cfg: IsoTransferConfig) -> tuple[float, int]:
@@ -526,8 +559,8 @@ class IsoTransferResult:
     val_accuracy : (steps + 1,) accuracy on the interpolated held-out task.
     target_accuracy : (steps + 1,) accuracy on the target's held-out set.
     free_energy : (steps + 1,) :math:`R + \\lambda D + \\gamma C` of the training functionals.
-    systems : per step (steps entries) a dict: ``matrix``, ``rhs``, ``cond``, ``solution``,
-        ``method_used``, ``reason``, ``partials`` (a dict) and ``clips``.
+    systems : per step (steps entries) a :class:`StepSolution`, with its ``partials``
+        (:class:`~ctd_lib.free_energy.finite_differences.Partials`) and ``clips`` filled in.
     fallbacks : (step, reason) for every step that did not use its method as configured.
     n_fallbacks, n_clips : how many fallbacks and clips of the multipliers.
     slope : the :math:`k` used (None for the heuristic with no slope given).
@@ -544,8 +577,8 @@ class IsoTransferResult:
     val_accuracy: np.ndarray
     target_accuracy: np.ndarray
     free_energy: np.ndarray
-    systems: list
-    fallbacks: list
+    systems: list[StepSolution]
+    fallbacks: list[tuple[int, str]]
     n_fallbacks: int
     n_clips: int
     slope: float | None
@@ -682,15 +715,15 @@ def iso_transfer(model: nn.Module, source: Task, target: Task, source_val: Task,
         p = transfer_partials(model, train_path, t, t_next, lam, gamma, cfg, seed=seed_of(k, 1))
         sys_k = solve_step(p, lam, method=cfg.method, slope=slope, lambda_rate=cfg.lambda_rate,
                            max_condition=cfg.max_condition)
-        if sys_k["reason"] is not None:
-            fallbacks.append((k, sys_k["reason"]))
-            warnings.warn(f"iso_transfer step {k} (t = {t:.3g}): {sys_k['reason']}; used {sys_k['method_used']}",
+        if sys_k.reason is not None:
+            fallbacks.append((k, sys_k.reason))
+            warnings.warn(f"iso_transfer step {k} (t = {t:.3g}): {sys_k.reason}; used {sys_k.method_used}",
                           RuntimeWarning, stacklevel=2)
-        lam_dot, gamma_dot = (float(v) for v in sys_k["solution"])
+        lam_dot, gamma_dot = sys_k.lam_dot, sys_k.gamma_dot
         lam, c1 = _advance(lam, lam_dot, t_next - t, cfg)
         gamma, c2 = _advance(gamma, gamma_dot, t_next - t, cfg)
         n_clips += c1 + c2
-        systems.append(dict(sys_k, partials=p.to_dict(), clips=c1 + c2))
+        systems.append(replace(sys_k, partials=p, clips=c1 + c2))
         eq = replace(cfg.equilibration, seed=seed_of(k, 2))
         equilibrate(model, train_path.batch_sampler(t_next), lam, gamma, eq, show_progress=False)
         log(k + 1)

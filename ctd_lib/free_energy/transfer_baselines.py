@@ -14,8 +14,8 @@ from torch import nn
 from .._util.checks import check_positive
 from .._util.torch_state import device_of
 from ..data import Task
-from .equilibrate import EquilibrationConfig, array_sampler
-from .functionals import hamiltonian_loss, measure
+from .equilibrate import EquilibrationConfig, array_sampler, equilibrate
+from .functionals import measure
 from .iso_transfer import _check_task, _subset
 from .model import make_free_energy_model
 
@@ -67,16 +67,26 @@ def _check_baseline_args(target, target_val, lam, gamma, steps, config, eval_eve
 
 def _train_curve(model: nn.Module, target: Task, target_val: Task, lam: float, gamma: float, *, steps: int,
                  config: EquilibrationConfig, eval_every: int, eval_size: int, n_z: int) -> BaselineCurve:
-    r"""Adam on :math:`R + \lambda D + \gamma C` over ``target`` for ``steps`` updates, evaluated every ``eval_every``."""
+    r"""Adam on :math:`R + \lambda D + \gamma C` over ``target`` for ``steps`` updates, evaluated every ``eval_every``.
+
+    The updates are :func:`~ctd_lib.free_energy.equilibrate.equilibrate`'s, with ``config``
+    (its ``steps`` replaced by ``steps``, so the schedule spans all the updates). The
+    evaluations (held-out accuracy and :math:`C` on at most ``eval_size`` examples) are
+    taken before the first update, after every ``eval_every``-th and after the last: the
+    sampler handed to ``equilibrate`` measures the model before it draws mini-batch
+    :math:`s` whenever :math:`0 < s` updates are done and :math:`s` is a multiple of
+    ``eval_every`` (measuring touches neither the mini-batch generator nor the global
+    torch generator, and restores the train mode). The evaluation subset and the
+    mini-batches come from one generator seeded with ``config.seed``, in that order.
+    """
     cfg = replace(config, steps=steps)  # the schedule spans all the updates
     dev = device_of(model)
     rng = np.random.default_rng(cfg.seed)
     k = _subset(target_val.x.shape[0], eval_size, rng)
     xv, yv = target_val.x[torch.as_tensor(k)].to(dev), target_val.y[torch.as_tensor(k)].to(dev)
-    sampler = array_sampler(target.x, target.y)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr)
+    draw = array_sampler(target.x, target.y)
     at, acc, loss = [], [], []
+    done = [0]  # updates taken so far (one per mini-batch drawn)
 
     def evaluate(s: int) -> None:
         m = measure(model, xv, yv, n_z=n_z, seed=cfg.seed)
@@ -84,22 +94,17 @@ def _train_curve(model: nn.Module, target: Task, target_val: Task, lam: float, g
         acc.append(m.accuracy)
         loss.append(m.classification)
 
+    def sampler(batch_size: int, _rng: np.random.Generator):
+        s = done[0]
+        if s > 0 and s % eval_every == 0:
+            evaluate(s)
+        done[0] = s + 1
+        return draw(batch_size, rng)  # the generator that drew the evaluation subset, as equilibrate's own
+
     start = time.perf_counter()
-    fork = [dev.index if dev.index is not None else 0] if dev.type == "cuda" else []
     evaluate(0)
-    model.train()
-    with torch.random.fork_rng(devices=fork):
-        torch.manual_seed(cfg.seed)
-        for s in range(steps):
-            xb, yb = sampler(cfg.batch_size, rng)
-            r, d, c = hamiltonian_loss(model, xb.to(dev), yb.to(dev), lam, gamma, n_z=cfg.n_z, generator=gen)
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr_at(s)
-            opt.zero_grad(set_to_none=True)
-            (r + lam * d + gamma * c).backward()
-            opt.step()
-            if (s + 1) % eval_every == 0 or s + 1 == steps:
-                evaluate(s + 1)
+    equilibrate(model, sampler, lam, gamma, cfg, show_progress=False)
+    evaluate(steps)  # after the last update (no mini-batch is drawn after it)
     model.eval()
     acc_a = np.array(acc, dtype=np.float64)
     return BaselineCurve(steps=np.array(at), target_accuracy=acc_a, target_loss=np.array(loss, dtype=np.float64),
