@@ -68,7 +68,7 @@ def _check_in_shape(in_shape: Any) -> tuple[int, int, int]:
         raise ValueError(
             f"in_shape={in_shape!r} is not valid; it must be a tuple (C, H, W) of 3 positive integers"
         )
-    return tuple(in_shape)  # type: ignore[return-value]
+    return tuple(in_shape)
 
 
 def _check_num_classes(num_classes: Any) -> int:

@@ -98,7 +98,9 @@ import copy
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,6 +117,7 @@ from ..transport.interpolation import InterpolatedBatch, make_sampler
 from .equilibrate import EquilibrationConfig, equilibrate
 from .finite_differences import Partials, central_differences
 from .functionals import FreeEnergyTerms, measure
+from .model import FreeEnergyModel
 
 __all__ = ["INTERPOLATIONS", "IsoTransferConfig", "IsoTransferResult", "METHODS", "OT_SOLVERS", "StepSolution", "TERMS", "T_DERIVATIVES", "TaskPath", "TransferPartials", "c_max_rel_change", "iso_transfer", "solve_step", "transfer_budget", "transfer_partials"]
 
@@ -299,7 +302,9 @@ class TaskPath:
         self.kind, self.C, self.device = interpolation, source.num_classes, device
         kind = interpolation
         xs, ys, xt, yt = source.x.to(device), source.y.to(device), target.x.to(device), target.y.to(device)
-        self.sampler, self.plan, self.pairs = None, None, None
+        self.sampler: Callable[..., Any] | None = None  # draws training batches of p_t (train=True)
+        self.plan, self.pairs = None, None
+        self.src: tuple[torch.Tensor, torch.Tensor] | None = None
         if kind == "mixture":
             if train:
                 self.sampler = make_sampler("mixture", xs, ys.cpu(), xt, yt.cpu(), num_classes=self.C, device=device)
@@ -348,15 +353,16 @@ class TaskPath:
 
         return sample
 
-    def terms(self, model: nn.Module, t: float, *, n_z: int, seed: int) -> FreeEnergyTerms:
+    def terms(self, model: FreeEnergyModel, t: float, *, n_z: int, seed: int) -> FreeEnergyTerms:
         """The functionals at time ``t`` on the fixed evaluation data."""
         if self.kind == "mixture":
+            assert self.src is not None  # set for the mixture
             a = measure(model, *self.src, n_z=n_z, seed=seed)
             b = measure(model, *self.tgt, n_z=n_z, seed=seed)
             return FreeEnergyTerms.mix(a, b, t)
         return measure(model, *self.eval_data(t), n_z=n_z, seed=seed)
 
-    def target_terms(self, model: nn.Module, *, n_z: int, seed: int) -> FreeEnergyTerms:
+    def target_terms(self, model: FreeEnergyModel, *, n_z: int, seed: int) -> FreeEnergyTerms:
         """The functionals on the target's evaluation set alone (its accuracy is the transfer's goal)."""
         return measure(model, *self.tgt, n_z=n_z, seed=seed)
 
@@ -372,14 +378,15 @@ class TaskPath:
 TransferPartials = Partials
 
 
-def _equilibrated_copy(model: nn.Module, sampler, lam: float, gamma: float, cfg: EquilibrationConfig) -> nn.Module:
+def _equilibrated_copy(model: FreeEnergyModel, sampler, lam: float, gamma: float,
+                      cfg: EquilibrationConfig) -> FreeEnergyModel:
     """A copy of ``model`` equilibrated with ``cfg`` (deterministic given ``cfg.seed``: mini-batches, noise, dropout)."""
     probe = copy.deepcopy(model)
     equilibrate(probe, sampler, lam, gamma, cfg, show_progress=False)
     return probe
 
 
-def transfer_partials(model: nn.Module, path: TaskPath, t: float, t_next: float, lam: float, gamma: float,
+def transfer_partials(model: FreeEnergyModel, path: TaskPath, t: float, t_next: float, lam: float, gamma: float,
                       cfg: IsoTransferConfig, *, seed: int) -> Partials:
     """The partials at :math:`(t, \\lambda, \\gamma)` used by Eqs. (30) and (38); see the module docstring.
 
@@ -487,11 +494,12 @@ def solve_step(p: Partials, lam: float, *, method: str, slope: float | None, lam
     if not isinstance(p, Partials) or not p.has_t:
         raise ValueError("p must be a Partials with the partials in t (dR_dt, dD_dt, dC_dt) filled in, "
                          "as transfer_partials returns")
+    dR_dt, dD_dt, dC_dt = float(p.dR_dt or 0.0), float(p.dD_dt or 0.0), float(p.dC_dt or 0.0)  # set: has_t
     A = np.array([[p.dD_dlambda, p.dD_dgamma], [p.dC_dlambda, p.dC_dgamma]], dtype=np.float64)
     scale = float(np.nanmax(np.abs(A))) if np.isfinite(A).any() else 1.0
     denom = 1.0 + slope * lam if slope is not None else float("nan")
-    row1 = slope * p.dR_dt / denom - p.dD_dt if (slope is not None and not _is_zero(denom, 0.0)) else float("nan")
-    b = np.array([row1, -p.dC_dt])
+    row1 = slope * dR_dt / denom - dD_dt if (slope is not None and not _is_zero(denom, 0.0)) else float("nan")
+    b = np.array([row1, -dC_dt])
     with np.errstate(all="ignore"):
         cond = float(np.linalg.cond(A)) if np.isfinite(A).all() else float("inf")
     if not math.isfinite(cond):
@@ -499,9 +507,9 @@ def solve_step(p: Partials, lam: float, *, method: str, slope: float | None, lam
     reason = None
 
     def heuristic(lam_dot: float):
-        if _is_zero(p.dC_dgamma, scale) or not math.isfinite(p.dC_dt) or not math.isfinite(p.dC_dlambda):
+        if _is_zero(p.dC_dgamma, scale) or not math.isfinite(dC_dt) or not math.isfinite(p.dC_dlambda):
             return None
-        return np.array([lam_dot, -(p.dC_dlambda * lam_dot + p.dC_dt) / p.dC_dgamma])
+        return np.array([lam_dot, -(p.dC_dlambda * lam_dot + dC_dt) / p.dC_dgamma])
 
     if method == "geodesic":
         if slope is None:
@@ -582,7 +590,7 @@ class IsoTransferResult:
     n_fallbacks: int
     n_clips: int
     slope: float | None
-    model: nn.Module = field(repr=False)
+    model: FreeEnergyModel = field(repr=False)
     wall_time: float = 0.0
     config: dict = field(default_factory=dict)
 
@@ -644,7 +652,7 @@ def _check_inputs(model, tasks: dict, lam0, gamma0) -> None:
     check_positive("gamma0", gamma0)
 
 
-def iso_transfer(model: nn.Module, source: Task, target: Task, source_val: Task, target_val: Task,
+def iso_transfer(model: FreeEnergyModel, source: Task, target: Task, source_val: Task, target_val: Task,
                  lam0: float, gamma0: float, config: IsoTransferConfig | None = None, *,
                  show_progress: bool | None = None) -> IsoTransferResult:
     r"""Move ``model`` from ``source`` to ``target`` at constant classification loss, Sec. 4 of [Gao & Chaudhari 2020].
@@ -741,7 +749,7 @@ def iso_transfer(model: nn.Module, source: Task, target: Task, source_val: Task,
     )
 
 
-def _endpoint_slope(model: nn.Module, path: TaskPath, lam: float, gamma: float, cfg: IsoTransferConfig,
+def _endpoint_slope(model: FreeEnergyModel, path: TaskPath, lam: float, gamma: float, cfg: IsoTransferConfig,
                     seed: int) -> tuple[float, str]:
     r""":math:`k = (D_1 - D_0)/(R_1 - R_0)`: the source model at :math:`t=0` against a copy equilibrated at :math:`t=1`."""
     eq = replace(_slope_equilibration(cfg), seed=seed)

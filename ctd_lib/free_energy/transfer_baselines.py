@@ -17,7 +17,7 @@ from ..data import Task
 from .equilibrate import EquilibrationConfig, array_sampler, equilibrate
 from .functionals import measure
 from .iso_transfer import _check_task, _subset
-from .model import make_free_energy_model
+from .model import FreeEnergyModel, make_free_energy_model
 
 __all__ = ["BASELINE_CONFIG", "BaselineCurve", "finetune_baseline", "scratch_baseline"]
 
@@ -45,7 +45,7 @@ class BaselineCurve:
     target_loss: np.ndarray
     final_accuracy: float
     initial_accuracy: float
-    model: nn.Module = field(repr=False)
+    model: FreeEnergyModel = field(repr=False)
     wall_time: float = 0.0
 
 
@@ -65,7 +65,7 @@ def _check_baseline_args(target, target_val, lam, gamma, steps, config, eval_eve
         raise ValueError(f"config must be an EquilibrationConfig; got {type(config).__name__}")
 
 
-def _train_curve(model: nn.Module, target: Task, target_val: Task, lam: float, gamma: float, *, steps: int,
+def _train_curve(model: FreeEnergyModel, target: Task, target_val: Task, lam: float, gamma: float, *, steps: int,
                  config: EquilibrationConfig, eval_every: int, eval_size: int, n_z: int) -> BaselineCurve:
     r"""Adam on :math:`R + \lambda D + \gamma C` over ``target`` for ``steps`` updates, evaluated every ``eval_every``.
 
@@ -116,7 +116,7 @@ def _train_curve(model: nn.Module, target: Task, target_val: Task, lam: float, g
 BASELINE_CONFIG = EquilibrationConfig(peak_lr=1e-3, schedule="cosine")
 
 
-def finetune_baseline(model: nn.Module, target: Task, target_val: Task, lam: float, gamma: float, *, steps: int,
+def finetune_baseline(model: FreeEnergyModel, target: Task, target_val: Task, lam: float, gamma: float, *, steps: int,
                       config: EquilibrationConfig | None = None, eval_every: int = 100, eval_size: int = 2000,
                       n_z: int = 8) -> BaselineCurve:
     r"""Fine-tune (a copy of) the source model directly on the target: the blue curves of Figs. 5b and 6.
