@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import math
 import os
 import platform
 import subprocess
@@ -32,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ._util.checks import check_choice
-from ._util.io import atomic_write_text
+from ._util.io import atomic_write_text, jsonable
 
 __all__ = ["SCALES", "SCHEMA", "Claim", "ResultsError", "collect_results", "provenance", "read_results",
            "scorecard_markdown", "write_results"]
@@ -58,21 +57,6 @@ class Claim:
     source: str  # where the paper makes it, e.g. "Seed 000, Eq. (2)"
     holds: bool  # what the numbers say
     evidence: str  # the numbers and the threshold behind ``holds``
-
-
-def _jsonable(value):
-    """Convert numpy scalars/arrays and non-finite floats into plain JSON values."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return _jsonable(value.tolist())
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return str(value)
 
 
 def _digest(payload: Mapping) -> str:
@@ -104,7 +88,7 @@ def provenance(parameters: Mapping, *, wall_time: float, device: str, cwd: str |
     return {
         "git_commit": _git(["rev-parse", "HEAD"], cwd) or "unknown",
         "git_dirty": bool(status) if status is not None else None,
-        "parameters": _jsonable(dict(parameters)),
+        "parameters": jsonable(dict(parameters)),
         "device": device,
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
@@ -146,8 +130,8 @@ def write_results(
         "notebook": notebook,
         "scale": scale,
         "provenance": provenance(parameters, wall_time=wall_time, device=device),
-        "metrics": _jsonable(dict(metrics)),
-        "claims": [_jsonable(asdict(c)) for c in claims],
+        "metrics": jsonable(dict(metrics)),
+        "claims": [jsonable(asdict(c)) for c in claims],
     }
     payload["sha256"] = _digest(payload)
     text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util.io import atomic_write_text
+from .._util.io import atomic_write_text, jsonable
 from .._util.progress import progress
-from ..results import _jsonable
 
 __all__ = ["DistanceMatrix", "distance_matrix", "plot_distance_matrix"]
 
@@ -42,7 +41,7 @@ class DistanceMatrix:
 
 
 def _key(method: str, source: str, target: str, params: Mapping) -> str:
-    text = json.dumps({"method": method, "source": source, "target": target, "params": _jsonable(dict(params))},
+    text = json.dumps({"method": method, "source": source, "target": target, "params": jsonable(dict(params))},
                       sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -113,7 +112,7 @@ def distance_matrix(
             out = pair_fn(s, t)
             value, extra = (out if isinstance(out, tuple) else (out, {}))
             entry = {"key": key, "method": method, "source": s, "target": t, "value": float(value),
-                     "extras": _jsonable(extra)}
+                     "extras": jsonable(extra)}
             if path is not None:
                 _store(path, entry)
         else:
