@@ -1,11 +1,28 @@
 r"""Chapter 3's experiments: coupled transfer distances between task families, their baselines
-and Mantel tests (Seed 000, Sec. 3, Sec. 5.2-5.5, Figs. 2-7).
+and Mantel tests (Seed 000, Definition 2, Eqs. (9)-(12), Sec. 3, Sec. 5.2-5.5, Figs. 2-7).
 
-:class:`TaskBank` loads each task once (training and held-out splits) and
-trains one source model per (task, architecture, seed); :func:`family_matrices`
+The coupled transfer distance (Definition 2, Eq. (11) of [Gao & Chaudhari 2021]) is
+
+.. math::
+
+    d(\hat p_s, \hat p_t) = \min_{\Gamma,\, w(\cdot)} \int_0^1
+      \sqrt{\mathbb{E}_{x\sim\hat p_\tau(x)}\, 2\,\mathrm{KL}\big[p_{w(\tau)}(\cdot\mid x),
+      p_{w(\tau+d\tau)}(\cdot\mid x)\big]},
+
+computed by the alternation of Eq. (12) in :mod:`ctd_lib.task_distance.coupled`;
+the uncoupled distance (Sec. 3.1) measures the same length along SGD on the
+mixture :math:`(1-\tau)\hat p_s + \tau\hat p_t` (Eq. (9)).
+
+:class:`CoupledDistanceConfig` holds the chapter's parameters, validated before
+any work. :class:`TaskBank` loads each task once (training and held-out splits)
+and trains one source model per (task, architecture, seed); :func:`family_matrices`
 computes every method's distance matrix over a task family, each ordered pair
 cached on disk under a key of the method, the tasks, the parameters and a
-fingerprint of the library's code.
+fingerprint of the library's code. The notebook calls the steps in order
+(:func:`make_bank`, :func:`family_step`, :func:`subset_comparison`,
+:func:`mantel_table`, :func:`ingredient_step`, :func:`convergence`,
+:func:`target_comparison`, :func:`seed_step`), collects them in a
+:class:`CoupledDistanceResult`, and writes :func:`metrics` and :func:`claims`.
 """
 from __future__ import annotations
 
@@ -17,10 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._util.checks import check_choice, check_positive
-from ..data import TASKS, Task, make_task
+from .._util.checks import check_choice, check_count, check_nonnegative, check_positive
+from ..data import TASKS, Task, fetch_mnist10k, make_task
 from ..geometry.sgd import accuracy, cross_entropy
 from ..models import MODEL_NAMES, make_model
+from ..results import Claim
 from ..task_distance.coupled import (
     CoupledConfig,
     coupled_transfer_distance,
@@ -29,11 +47,18 @@ from ..task_distance.coupled import (
     uncoupled_transfer_distance,
 )
 from ..task_distance.finetune import FineTuneConfig, fine_tuning_distance
-from ..task_distance.matrices import distance_matrix
+from ..task_distance.matrices import DistanceMatrix, distance_matrix
+from ..task_distance.stats import DistanceComparison, mantel_asymmetric, mantel_symmetric, symmetrize
 from ..task_distance.task2vec import Task2VecConfig, task2vec_distance, task2vec_embedding
 from ..transport.gaussian import wasserstein2
 
-__all__ = ["METHODS", "StudyConfig", "TaskBank", "Variant", "code_fingerprint", "family_matrices", "ingredient_study", "seed_spread"]
+__all__ = [
+    "METHODS", "Convergence", "CoupledDistanceConfig", "CoupledDistanceResult", "IngredientStudy", "SeedSpread",
+    "StudyConfig", "SubsetRow", "TargetComparison", "TaskBank", "Variant", "claims", "code_fingerprint",
+    "convergence", "entry", "family_matrices", "family_step", "ingredient_step", "ingredient_study",
+    "ingredient_variants", "make_bank", "mantel_table", "metrics", "relative_asymmetry", "seed_spread", "seed_step",
+    "subset_comparison", "subset_pairs", "target_comparison",
+]
 
 METHODS = ("coupled", "uncoupled", "fine-tuning", "task2vec", "w2-pixel", "w2-feature")
 
@@ -115,7 +140,7 @@ def _coupled_pair(bank: TaskBank, model: str, ccfg: CoupledConfig):
             "per_iteration": res.per_iteration, "per_iteration_other": res.per_iteration_other,
             "target_val_acc": accuracy(res.target_model, tv.x, tv.y), "target_val_loss": loss,
             "eval_tau": res.log.eval_tau, "eval_train_loss": res.log.eval_train_loss,
-            "eval_val_loss": res.log.eval_val_loss, "coupling_converged": bool(res.coupling.converged),
+            "eval_val_loss": res.log.eval_val_loss, "coupling_converged": res.coupling is not None and bool(res.coupling.converged),
         }
 
     return run
@@ -138,6 +163,7 @@ def _finetune_pair(bank: TaskBank, model: str):
     def run(s: str, t: str):
         tv = bank.task(t, "test")
         res = fine_tuning_distance(bank.source_model(s, model), bank.task(t), tv, ftc)
+        assert res.final_model is not None  # fine_tuning_distance always returns it
         m = res.final_model.eval()  # after the whole fine-tuning run, for the Fig. 6 comparison
         with torch.no_grad():
             loss = float(cross_entropy(m(tv.x), tv.y))
@@ -234,7 +260,7 @@ def ingredient_study(bank: TaskBank, source: str, target: str, *, model: str, ba
 
 def seed_spread(bank_fn, source: str, target: str, *, model: str, base: CoupledConfig, seeds: Sequence[int]) -> dict:
     """Coupled and uncoupled distance of one pair over several seeds (data subsets, models and sampling)."""
-    rows = {"coupled": [], "uncoupled": []}
+    rows: dict[str, list] = {"coupled": [], "uncoupled": []}
     for s in seeds:
         bank = bank_fn(s)
         cfg = replace(base, seed=s)
@@ -242,3 +268,454 @@ def seed_spread(bank_fn, source: str, target: str, *, model: str, base: CoupledC
         rows["coupled"].append(coupled_transfer_distance(bank.task(source), bank.task(target), sm, cfg).distance)
         rows["uncoupled"].append(uncoupled_transfer_distance(bank.task(source), bank.task(target), sm, cfg).distance)
     return {k: np.asarray(v) for k, v in rows.items()}
+
+
+# ----------------------------------------------------------------------------
+# the chapter: configuration, steps, result, metrics and claims
+# ----------------------------------------------------------------------------
+
+DEVICE_HELP = "use 'cpu', or 'cuda' on a machine with a CUDA GPU"
+
+
+def _check_device(name: str, device) -> str:
+    """``device`` if it is ``"cpu"``, or ``"cuda"``/``"cuda:N"`` with a CUDA device visible to torch."""
+    if not isinstance(device, str) or not (device == "cpu" or (device.startswith("cuda") and torch.cuda.is_available())):
+        raise ValueError(f"{name}={device!r} is not valid here; {DEVICE_HELP}")
+    return device
+
+
+def _check_tasks(name: str, tasks, *, at_least: int = 2, exactly: int | None = None) -> tuple:
+    """``tasks`` as a tuple of distinct registered task names, ``exactly`` or ``at_least`` many."""
+    if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)):
+        raise ValueError(f"{name}={tasks!r} is not valid; it must be a list of task names")
+    if exactly is not None and len(tasks) != exactly:
+        raise ValueError(f"{name} must list exactly {exactly} tasks; got {list(tasks)}")
+    if len(tasks) < at_least:
+        raise ValueError(f"{name} must list at least {at_least} tasks; got {list(tasks)}")
+    for t in tasks:
+        check_choice(name, t, sorted(TASKS))
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"{name}={list(tasks)!r} is not valid; a task may appear only once")
+    return tuple(tasks)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoupledDistanceConfig:
+    """Parameters of chapter 3 (the notebook's ``parameters`` cell, under its names), validated.
+
+    Builds the :class:`StudyConfig` (:meth:`study`) and the
+    :class:`~ctd_lib.task_distance.coupled.CoupledConfig` (:meth:`coupled`) from
+    them; one learning rate ``lr`` serves the source models, the transfer
+    trajectories (the :math:`d\\tau` of Eq. (12c)) and fine-tuning. Task lists
+    are stored as tuples.
+    """
+
+    nested_tasks: tuple = ("mnist10k-all", "mnist10k-0-4", "mnist10k-5-9", "mnist10k-0-2")  # Fig. 2 analogue
+    disjoint_tasks: tuple = ("mnist10k-01", "mnist10k-23", "mnist10k-45", "mnist10k-67", "mnist10k-89")  # Fig. 3
+    cross_domain: tuple = ("digits-all", "mnist10k-all")  # scikit-learn digits against MNIST
+    model: str = "mlp"  # 784-256-10
+    large_model: str = "mlp-wide"  # 784-1024-10, for the capacity comparison (Fig. 5)
+    n_per_class: int = 40  # training images per class, per task
+    n_val_per_class: int = 20  # held-out images per class, per task
+    source_steps: int = 300  # SGD steps training each source model
+    steps: int = 200  # SGD steps of one transfer trajectory
+    lr: float = 0.05  # learning rate of every SGD run (source, transfer, fine-tuning)
+    batch_size: int = 32  # mini-batch of every SGD run
+    outer_iters: int = 3  # K, the alternations of Eq. (12)
+    tol: float = 0.01  # stop early when the distance changes by less than this fraction
+    block_size: int = 20  # largest block of the block-diagonal coupling (Sec. 3.4)
+    reg: float = 0.05  # entropic epsilon relative to each block's median cost
+    prox_lam: float = 0.05  # the authors' lambda-tilde of Eq. (12a)
+    prox_growth: float = 5.0  # g: lambda_k grows by this factor per outer iteration
+    interpolation: str = "beta-mixup"  # training samples: "beta-mixup" (Sec. 3.4) or "displacement" (Eq. 12d)
+    convention: str = "manifold"  # expectation inside ("manifold") or outside ("per_sample") the root of Eq. (11)
+    cost_checkpoints: int = 10  # instants at which the ground cost (12b) is integrated
+    finetune_steps: int = 200  # SGD steps of the fine-tuning distance (and of the Fig. 6 comparison)
+    task2vec_samples: int = 200  # inputs per task for the diagonal Fisher of Task2Vec
+    w2_samples: int = 200  # images per task in the W2 baselines
+    ingredient_pair: tuple = ("mnist10k-0-4", "mnist10k-5-9")  # the pair of the ingredient study
+    seeds: tuple = (0, 1, 2)  # for the seed-to-seed spread of one pair
+    permutations: int = 9999  # scikit-bio's Mantel test on symmetrised matrices
+    seed: int = 0  # seeds data subsets, models and samplers
+    device: str = "cpu"  # "cuda" for the paper scale on a GPU
+    cache_dir: str | None = "../.cache/pairs"  # per-pair cache (None: no cache); an interrupted run resumes
+    scale: str = "cpu"  # the scale the results are filed under
+
+    def __post_init__(self):
+        # at least 3 tasks per family: the Mantel tests need them, and the Fig. 4a analogue transfers the
+        # second nested task to the third
+        object.__setattr__(self, "nested_tasks", _check_tasks("nested_tasks", self.nested_tasks, at_least=3))
+        object.__setattr__(self, "disjoint_tasks", _check_tasks("disjoint_tasks", self.disjoint_tasks, at_least=3))
+        object.__setattr__(self, "cross_domain", _check_tasks("cross_domain", self.cross_domain, exactly=2))
+        object.__setattr__(self, "ingredient_pair", _check_tasks("ingredient_pair", self.ingredient_pair, exactly=2))
+        check_choice("model", self.model, MODEL_NAMES)
+        check_choice("large_model", self.large_model, MODEL_NAMES)
+        for name in ("n_per_class", "n_val_per_class", "source_steps", "steps", "batch_size", "outer_iters",
+                     "block_size", "cost_checkpoints", "finetune_steps", "task2vec_samples", "w2_samples",
+                     "permutations"):
+            check_positive(name, getattr(self, name), integer=True)
+        for name in ("lr", "tol", "reg", "prox_growth"):
+            check_positive(name, getattr(self, name))
+        check_nonnegative("prox_lam", self.prox_lam)
+        if isinstance(self.seeds, (str, bytes)) or not isinstance(self.seeds, (list, tuple)) or not self.seeds:
+            raise ValueError(f"seeds={self.seeds!r} is not valid; it must list at least one seed (integers >= 0)")
+        for s in self.seeds:
+            check_count("seeds", s)
+        object.__setattr__(self, "seeds", tuple(self.seeds))
+        check_count("seed", self.seed)
+        _check_device("device", self.device)
+        if self.cache_dir is not None and not isinstance(self.cache_dir, str):
+            raise ValueError(f"cache_dir={self.cache_dir!r} is not valid; it must be a folder path or None")
+        if not isinstance(self.scale, str) or not self.scale:
+            raise ValueError(f"scale={self.scale!r} is not valid; it must be a non-empty string")
+        # the remaining rules (choices, steps >= 2, cost_checkpoints <= steps + 1) are CoupledConfig's, whose
+        # fields carry the notebook's names; every ingredient variant must be valid too
+        self.study()
+        base = self.coupled()
+        for label, changes in ingredient_variants(self).items():
+            try:
+                replace(base, **changes)
+            except ValueError as err:
+                raise ValueError(f"{err} (in the ingredient variant {label!r}, which sets {changes})") from None
+
+    def study(self) -> StudyConfig:
+        """Sizes and training settings of the source models and the baselines (``lr`` for both rates)."""
+        return StudyConfig(n_per_class=self.n_per_class, n_val_per_class=self.n_val_per_class,
+                           source_steps=self.source_steps, source_lr=self.lr, batch_size=self.batch_size,
+                           finetune_steps=self.finetune_steps, finetune_lr=self.lr,
+                           task2vec_samples=self.task2vec_samples, w2_samples=self.w2_samples, seed=self.seed)
+
+    def coupled(self) -> CoupledConfig:
+        """The coupled (and uncoupled) transfer process of Eq. (12)."""
+        return CoupledConfig(steps=self.steps, lr=self.lr, batch_size=self.batch_size, outer_iters=self.outer_iters,
+                             tol=self.tol, block_size=self.block_size, reg=self.reg, prox_lam=self.prox_lam,
+                             prox_growth=self.prox_growth, interpolation=self.interpolation,
+                             convention=self.convention, cost_checkpoints=self.cost_checkpoints, seed=self.seed,
+                             device=self.device)
+
+    def parameters(self) -> dict:
+        """The plain dict recorded in the results' provenance (every field but ``cache_dir``; lists for tuples)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "cache_dir"}
+
+
+def ingredient_variants(config: CoupledDistanceConfig) -> dict:
+    """The ingredient study's variants: a label and the :class:`CoupledConfig` fields it changes."""
+    return {
+        "base": {},
+        "displacement (no mixup)": {"interpolation": "displacement"},
+        "no proximal term": {"prox_lam": 0.0},
+        "strong proximal term": {"prox_lam": 5.0},
+        "random blocks": {"block_match": "random"},
+        "eps x10": {"reg": 10 * config.reg},
+        "arcsine schedule": {"schedule": "arcsine"},
+        "half the steps": {"steps": max(2, config.steps // 2)},
+        "twice the steps": {"steps": 2 * config.steps},
+        "per-sample convention": {"convention": "per_sample"},
+    }
+
+
+def make_bank(config: CoupledDistanceConfig, seed: int | None = None) -> TaskBank:
+    """The :class:`TaskBank` of ``config`` (of ``seed`` in place of ``config.seed`` when given).
+
+    Without ``seed`` it also seeds torch's global generator and makes sure the
+    embedded MNIST digits are on disk, as the chapter does before any work.
+    """
+    if seed is not None:
+        return TaskBank(replace(config.study(), seed=seed), device=config.device)
+    torch.manual_seed(config.seed)
+    fetch_mnist10k()
+    return TaskBank(config.study(), device=config.device)
+
+
+def family_step(config: CoupledDistanceConfig, bank: TaskBank, family: str) -> dict:
+    """The distance matrices of one of the chapter's families, by method.
+
+    ``"nested"`` (Fig. 2) and ``"disjoint"`` (Fig. 3): every method with ``model``;
+    ``"large"`` (Fig. 5): coupled, uncoupled and fine-tuning on the disjoint tasks
+    with ``large_model``; ``"cross"``: the cross-domain pair, without the feature W2.
+    """
+    check_choice("family", family, ("nested", "disjoint", "large", "cross"))
+    ccfg = config.coupled()
+    if family == "nested":
+        return family_matrices(bank, list(config.nested_tasks), model=config.model, coupled=ccfg,
+                               cache_dir=config.cache_dir)
+    if family == "disjoint":
+        return family_matrices(bank, list(config.disjoint_tasks), model=config.model, coupled=ccfg,
+                               cache_dir=config.cache_dir)
+    if family == "large":
+        return family_matrices(bank, list(config.disjoint_tasks), model=config.large_model, coupled=ccfg,
+                               methods=("coupled", "uncoupled", "fine-tuning"), cache_dir=config.cache_dir)
+    return family_matrices(bank, list(config.cross_domain), model=config.model, coupled=ccfg,
+                           methods=("coupled", "uncoupled", "fine-tuning", "task2vec", "w2-pixel"),
+                           cache_dir=config.cache_dir)
+
+
+def entry(D: DistanceMatrix, source: str, target: str) -> float:
+    """:math:`d(\\text{source}, \\text{target})` from a distance matrix (rows are sources)."""
+    return D.values[D.names.index(source), D.names.index(target)]
+
+
+def subset_pairs(names: Sequence[str]) -> list:
+    """(superset, subset) pairs of task names on the same dataset, from the registry's class lists."""
+    out = []
+    for a in names:
+        for b in names:
+            ca, cb = set(TASKS[a].classes), set(TASKS[b].classes)
+            if a != b and TASKS[a].dataset == TASKS[b].dataset and cb < ca:
+                out.append((a, b))
+    return out
+
+
+@dataclass(frozen=True)
+class SubsetRow:
+    """Transfer between a task and one of its subsets (Sec. 5.4, Fig. 2)."""
+
+    method: str
+    superset: str
+    subset: str
+    to_subset: float  # d(superset, subset)
+    from_subset: float  # d(subset, superset)
+
+
+def subset_comparison(family: dict, methods: Sequence[str] = ("coupled", "uncoupled", "fine-tuning")) -> tuple:
+    """A :class:`SubsetRow` per (superset, subset) pair of the family's tasks and per method."""
+    names = family[methods[0]].names
+    return tuple(SubsetRow(m, sup, sub, entry(family[m], sup, sub), entry(family[m], sub, sup))
+                 for sup, sub in subset_pairs(names) for m in methods)
+
+
+def mantel_table(family: dict, *, permutations: int, seed: int, reference: str = "fine-tuning") -> dict:
+    r"""Every method of ``family`` against ``reference`` by two Mantel tests (Sec. 5.3).
+
+    ``asymmetric``: the exact permutation test over the ordered pairs
+    :math:`i \ne j`, all :math:`n!` relabellings of the tasks (rows and columns
+    together); ``symmetrized``: scikit-bio on :math:`(D + D^\top)/2`, with
+    ``permutations`` random relabellings. Returns method -> :class:`DistanceComparison`.
+    """
+    rows = {}
+    ref = family[reference].values
+    for m, D in family.items():
+        if m == reference:
+            continue
+        rows[m] = DistanceComparison(
+            asymmetric=mantel_asymmetric(D.values, ref, seed=seed),  # exact: all n! relabellings
+            symmetrized=mantel_symmetric(symmetrize(D.values), symmetrize(ref), permutations=permutations,
+                                         seed=seed),
+            how="mean",
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class IngredientStudy:
+    """Coupled against uncoupled on one pair, one ingredient changed at a time, and the pair's source to itself."""
+
+    variants: tuple  # of Variant, the base configuration first
+    self_pair: Variant  # the source task transferred to itself, base configuration
+
+    @property
+    def best(self) -> Variant:
+        """The variant with the smallest ratio coupled / uncoupled."""
+        return min(self.variants, key=lambda v: v.ratio)
+
+
+def ingredient_step(config: CoupledDistanceConfig, bank: TaskBank) -> IngredientStudy:
+    """:func:`ingredient_study` over :func:`ingredient_variants` on ``ingredient_pair``, and the self-distance."""
+    source, target = config.ingredient_pair
+    base = config.coupled()
+    ingr = ingredient_study(bank, source, target, model=config.model, base=base, variants=ingredient_variants(config))
+    self_pair = ingredient_study(bank, source, source, model=config.model, base=base,
+                                 variants={"same task": {}})[0]
+    return IngredientStudy(variants=tuple(ingr), self_pair=self_pair)
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """The coupled distance per outer iteration for every ordered pair (Fig. 4b)."""
+
+    per_iteration: tuple  # of (K_pair,) arrays, one per ordered pair
+    max_rel_change: float  # max over pairs of |d_K - d_{K-1}| / d_{K-1}; nan if no pair has two iterations
+
+
+def convergence(coupled: DistanceMatrix) -> Convergence:
+    r"""Relative change of the distance between the last two outer iterations, :math:`|d_K - d_{K-1}|/d_{K-1}`."""
+    curves, rel_changes = [], []
+    for ex in coupled.extras.values():
+        per = np.asarray(ex["per_iteration"])
+        curves.append(per)
+        if len(per) > 1:
+            rel_changes.append(abs(per[-1] - per[-2]) / per[-2])
+    return Convergence(per_iteration=tuple(curves),
+                       max_rel_change=float(max(rel_changes)) if rel_changes else float("nan"))
+
+
+@dataclass(frozen=True)
+class TargetComparison:
+    """Held-out loss and accuracy on the target at the end of coupled transfer and of fine-tuning (Fig. 6)."""
+
+    labels: tuple  # "ab>cd" per ordered pair
+    acc_coupled: np.ndarray  # (n_pairs,)
+    acc_finetune: np.ndarray  # (n_pairs,)
+    loss_coupled: np.ndarray  # (n_pairs,)
+    loss_finetune: np.ndarray  # (n_pairs,)
+
+    @property
+    def n_loss_better(self) -> int:
+        """Pairs where coupled transfer ends with the lower held-out loss."""
+        return int((self.loss_coupled < self.loss_finetune).sum())
+
+
+def target_comparison(family: dict) -> TargetComparison:
+    """:class:`TargetComparison` from the extras of a family's coupled and fine-tuning matrices."""
+    labels, acc_c, acc_f, loss_c, loss_f = [], [], [], [], []
+    for (s, t), ex in family["coupled"].extras.items():
+        ft = family["fine-tuning"].extras[(s, t)]
+        labels.append(f"{s[-2:]}>{t[-2:]}")
+        acc_c.append(ex["target_val_acc"])
+        acc_f.append(ft["target_val_acc"])
+        loss_c.append(ex["target_val_loss"])
+        loss_f.append(ft["target_val_loss"])
+    return TargetComparison(tuple(labels), np.asarray(acc_c), np.asarray(acc_f), np.asarray(loss_c),
+                            np.asarray(loss_f))
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """Coupled and uncoupled distance of one pair, one entry per seed."""
+
+    coupled: np.ndarray  # (n_seeds,)
+    uncoupled: np.ndarray  # (n_seeds,)
+
+    def sd(self, which: str) -> float:
+        """Sample standard deviation over seeds (ddof 1) of ``"coupled"`` or ``"uncoupled"``; nan for one seed."""
+        v = getattr(self, check_choice("which", which, ("coupled", "uncoupled")))
+        return float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+
+
+def seed_step(config: CoupledDistanceConfig) -> SeedSpread:
+    """:func:`seed_spread` of ``ingredient_pair`` over ``seeds`` (a fresh :class:`TaskBank` per seed)."""
+    spread = seed_spread(lambda s: make_bank(config, seed=s), *config.ingredient_pair, model=config.model,
+                         base=config.coupled(), seeds=config.seeds)
+    return SeedSpread(coupled=spread["coupled"], uncoupled=spread["uncoupled"])
+
+
+def relative_asymmetry(D: DistanceMatrix) -> float:
+    r"""Mean over pairs :math:`i < j` of :math:`|d_{ij} - d_{ji}| / \tfrac12 (d_{ij} + d_{ji})` (Remark 3)."""
+    v = D.values
+    iu = np.triu_indices(len(D.names), 1)
+    return float(np.mean(np.abs(v[iu] - v.T[iu]) / ((v[iu] + v.T[iu]) / 2)))
+
+
+@dataclass(frozen=True)
+class CoupledDistanceResult:
+    """Everything chapter 3 computes; the families map a method to its :class:`DistanceMatrix`."""
+
+    config: CoupledDistanceConfig
+    nested: dict  # Fig. 2 analogue, every method
+    disjoint: dict  # Fig. 3 analogue, every method
+    large: dict  # disjoint tasks with ``large_model`` (Fig. 5): coupled, uncoupled, fine-tuning
+    cross: dict  # the cross-domain pair
+    subset: tuple  # of SubsetRow, from the nested family
+    mantel_disjoint: dict  # method -> DistanceComparison against fine-tuning
+    mantel_nested: dict  # method -> DistanceComparison against fine-tuning
+    ingredients: IngredientStudy
+    convergence: Convergence  # of the disjoint family's coupled distance
+    target: TargetComparison  # of the disjoint family
+    spread: SeedSpread
+
+    @property
+    def coupled_all(self) -> np.ndarray:
+        """Coupled distances of every ordered pair, nested then disjoint."""
+        return np.concatenate([self.nested["coupled"].off_diagonal(), self.disjoint["coupled"].off_diagonal()])
+
+    @property
+    def uncoupled_all(self) -> np.ndarray:
+        """Uncoupled distances of the same pairs, in the same order."""
+        return np.concatenate([self.nested["uncoupled"].off_diagonal(), self.disjoint["uncoupled"].off_diagonal()])
+
+    @property
+    def n_shorter(self) -> int:
+        """Ordered pairs where the coupled distance is below the uncoupled one (Remark 1)."""
+        return int((self.coupled_all < self.uncoupled_all).sum())
+
+    @property
+    def n_large_shorter(self) -> int:
+        """Ordered disjoint pairs where ``large_model`` gives the shorter coupled distance (Fig. 5)."""
+        return int((self.large["coupled"].off_diagonal() < self.disjoint["coupled"].off_diagonal()).sum())
+
+    @property
+    def n_large_pairs(self) -> int:
+        return len(self.large["coupled"].off_diagonal())
+
+    @property
+    def asymmetry(self) -> float:
+        """:func:`relative_asymmetry` of the disjoint family's coupled distance."""
+        return relative_asymmetry(self.disjoint["coupled"])
+
+
+def metrics(result: CoupledDistanceResult) -> dict:
+    """The chapter's metrics, under the keys of its results file."""
+    r = result
+    spread = r.spread
+    coupled_all, uncoupled_all = r.coupled_all, r.uncoupled_all
+    ingr, self_pair = r.ingredients.variants, r.ingredients.self_pair
+    return {
+        "coupled_shorter_fraction": r.n_shorter / len(coupled_all),
+        "mean_coupled_over_uncoupled": float(np.mean(coupled_all / uncoupled_all)),
+        "asymmetry_disjoint": r.asymmetry,
+        "max_rel_change_last_iteration": r.convergence.max_rel_change,
+        "large_model_shorter_fraction": r.n_large_shorter / r.n_large_pairs,
+        "coupled_loss_better_than_finetune_fraction": r.target.n_loss_better / len(r.target.loss_coupled),
+        "seed_mean_coupled": float(spread.coupled.mean()), "seed_sd_coupled": spread.sd("coupled"),
+        "seed_mean_uncoupled": float(spread.uncoupled.mean()),
+        "seed_sd_uncoupled": spread.sd("uncoupled"),
+        "self_distance_coupled": self_pair.coupled, "self_distance_uncoupled": self_pair.uncoupled,
+        **{f"ingredient_ratio[{v.name}]": v.ratio for v in ingr},
+        **{f"mantel_r_disjoint_{m}": c.asymmetric.normalized_r for m, c in r.mantel_disjoint.items()},
+        **{f"mantel_p_disjoint_{m}": c.asymmetric.p_value for m, c in r.mantel_disjoint.items()},
+        **{f"mantel_r_nested_{m}": c.asymmetric.normalized_r for m, c in r.mantel_nested.items()},
+        **{f"mantel_p_nested_{m}": c.asymmetric.p_value for m, c in r.mantel_nested.items()},
+        **{f"matrix_{fam}_{m}": D.values for fam, f in (("nested", r.nested), ("disjoint", r.disjoint),
+                                                         ("large", r.large), ("cross", r.cross))
+           for m, D in f.items()},
+    }
+
+
+def claims(result: CoupledDistanceResult) -> list:
+    """The chapter's claims (Remarks 1 and 3, Sec. 5.3-5.5 of Seed 000), each with its verdict and evidence."""
+    r, cfg = result, result.config
+    n_shorter, n_pairs = r.n_shorter, len(r.coupled_all)
+    asym = r.asymmetry
+    many_seeds = len(cfg.seeds) > 1
+    spread_sd, spread_mean = r.spread.sd("coupled"), r.spread.coupled.mean()
+    subset_coupled = [row for row in r.subset if row.method == "coupled"]
+    max_rel_change = r.convergence.max_rel_change
+    mc = r.mantel_disjoint["coupled"].asymmetric
+    return [
+        Claim(id="coupled_shorter_than_uncoupled",
+              statement="The coupled distance is below the uncoupled one for every pair",
+              source="Seed 000, Remark 1, Figs. 2-3", holds=bool(n_shorter == n_pairs),
+              evidence=f"shorter for {n_shorter} of {n_pairs} ordered pairs (nested and disjoint MNIST tasks)"),
+        Claim(id="coupled_asymmetric", statement="The coupled distance is asymmetric",
+              source="Seed 000, Remark 3", holds=bool(asym > 2 * (spread_sd / spread_mean if many_seeds else 0)),
+              evidence=f"mean |d(a,b) - d(b,a)| / mean = {asym:.1%} on the disjoint tasks, against a seed-to-seed "
+                       f"coefficient of variation of {spread_sd / spread_mean:.1%} (asymmetry must exceed twice it)"),
+        Claim(id="subset_easier", statement="Transfer to a subset is shorter than from it",
+              source="Seed 000, Sec. 5.4 (Fig. 2)", holds=bool(all(row.to_subset < row.from_subset for row in subset_coupled)),
+              evidence="; ".join(f"{row.superset}>{row.subset} {row.to_subset:.2f} vs "
+                                 f"{row.subset}>{row.superset} {row.from_subset:.2f}" for row in subset_coupled)),
+        Claim(id="converges_in_few_iterations", statement="The distance converges within about 5 outer iterations",
+              source="Seed 000, Sec. 5.5 (Fig. 4b)", holds=bool(max_rel_change < 0.05),
+              evidence=f"largest relative change between the last two of K={cfg.outer_iters} iterations: "
+                       f"{max_rel_change:.1%} (tolerance 5%)"),
+        Claim(id="larger_model_shorter", statement="A larger model gives shorter coupled distances",
+              source="Seed 000, Sec. 5.5 (Fig. 5)", holds=bool(r.n_large_shorter == r.n_large_pairs),
+              evidence=f"{cfg.large_model} shorter than {cfg.model} for {r.n_large_shorter} of {r.n_large_pairs} "
+                       f"ordered pairs"),
+        Claim(id="mantel_coupled_vs_finetuning",
+              statement="Coupled distances correlate with fine-tuning distances (Mantel)",
+              source="Seed 000, Sec. 5.3 (Figs. 2-3)", holds=bool(mc.normalized_r > 0 and mc.p_value < 0.05),
+              evidence=f"disjoint tasks: r = {mc.normalized_r:.3f}, exact p = {mc.p_value:.3f} over {mc.permutations} "
+                       f"relabellings; symmetrised scikit-bio p = "
+                       f"{r.mantel_disjoint['coupled'].symmetrized.p_value:.3f}"),
+    ]
