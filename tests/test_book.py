@@ -122,6 +122,7 @@ def test_scorecard_page_lists_the_chapters_claims(book):
         ("03_coupled_distance", "disjoint_tasks", ["mnist10k-01", "nope"]),
         ("03_coupled_distance", "interpolation", "linear"),
         ("03_coupled_distance", "device", "tpu"),
+        ("03_coupled_distance", "lr", -1.0),  # once reported as source_lr
         ("04_rademacher_bound", "K", 0),
         ("04_rademacher_bound", "loss_bound", -1.0),
         ("04_rademacher_bound", "draws", 0),
@@ -135,6 +136,7 @@ def test_scorecard_page_lists_the_chapters_claims(book):
         ("06_iso_classification_transfer", "fd_rel_gamma", 0.0),
         ("06_iso_classification_transfer", "interpolations", ["linear"]),
         ("06_iso_classification_transfer", "head", "both"),
+        ("06_iso_classification_transfer", "data_root", "/nonexistent/dir"),  # once ignored without a word
     ],
 )
 def test_bad_notebook_parameter_fails_early_with_its_name(tmp_path, notebook, name, value):
