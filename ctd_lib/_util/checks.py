@@ -10,6 +10,7 @@ from typing import Any
 
 __all__ = ["check_choice", "check_count", "check_in_range", "check_nonnegative", "check_positive"]
 
+
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     """Return ``value`` if it is one of ``choices``, else raise ``ValueError``."""
     choices = list(choices)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 __all__ = ["atomic_write_text", "jsonable"]
 
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (creating the folder) and return the path."""
     path = Path(path)

@@ -7,6 +7,7 @@ from tqdm import tqdm
 
 __all__ = ["progress"]
 
+
 def progress(iterable: Iterable, *, desc: str = "", total: int | None = None, enabled: bool | None = None):
     """Wrap ``iterable`` in a tqdm bar.
 

@@ -7,6 +7,7 @@ from torch import nn
 
 __all__ = ["copy_buffers", "device_of", "load_buffers", "rng_state", "set_rng_state"]
 
+
 def device_of(model: nn.Module) -> torch.device:
     """Where the model's parameters live (inputs are moved there); the CPU for a model without any."""
     p = next(model.parameters(), None)

@@ -34,6 +34,7 @@ __all__ = ["BlockStudy", "BuresCheck", "MnistCouplings", "NearestRealStudy", "Op
            "block_size_study", "bures_check", "claims", "constant_speed", "displacement_support", "metrics",
            "nearest_real_distance", "point_clouds", "proximal_sweep", "run"]
 
+
 def point_clouds(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Two 2-D clouds of ``n`` points: an elongated blob on the left, a crescent on the right."""
     rng = np.random.default_rng(seed)

@@ -64,4 +64,14 @@ from .model import (
 from .surface import SPLITS, TERM_NAMES, Lemma3Check, SurfaceGrid, equilibrium_surface, lemma3_check
 from .transfer_baselines import BASELINE_CONFIG, BaselineCurve, finetune_baseline, scratch_baseline
 
-__all__ = ["DECODERS", "ENCODERS", "FreeEnergyModel", "FreeEnergyModelConfig", "MARGINALS", "PRESETS", "make_free_energy_model", "FreeEnergyTerms", "classification", "distortion", "hamiltonian_loss", "measure", "rate", "EquilibrationConfig", "EquilibrationLog", "SCHEDULES", "Sampler", "array_sampler", "equilibrate", "eta", "train_equilibrium", "Lemma3Check", "SPLITS", "SurfaceGrid", "TERM_NAMES", "equilibrium_surface", "lemma3_check", "Partials", "central_differences", "finite_difference_partials", "IsoClassificationConfig", "IsoClassificationResult", "first_law_check", "fixed_multiplier_control", "iso_c_max_rel_change", "remark10_check", "INTERPOLATIONS", "IsoTransferConfig", "IsoTransferResult", "METHODS", "OT_SOLVERS", "TERMS", "T_DERIVATIVES", "TaskPath", "StepSolution", "c_max_rel_change", "solve_step", "transfer_budget", "transfer_partials", "BASELINE_CONFIG", "BaselineCurve", "finetune_baseline", "scratch_baseline"]
+__all__ = [
+    "DECODERS", "ENCODERS", "FreeEnergyModel", "FreeEnergyModelConfig", "MARGINALS", "PRESETS",
+    "make_free_energy_model", "FreeEnergyTerms", "classification", "distortion", "hamiltonian_loss", "measure",
+    "rate", "EquilibrationConfig", "EquilibrationLog", "SCHEDULES", "Sampler", "array_sampler", "equilibrate",
+    "eta", "train_equilibrium", "Lemma3Check", "SPLITS", "SurfaceGrid", "TERM_NAMES", "equilibrium_surface",
+    "lemma3_check", "Partials", "central_differences", "finite_difference_partials", "IsoClassificationConfig",
+    "IsoClassificationResult", "first_law_check", "fixed_multiplier_control", "iso_c_max_rel_change",
+    "remark10_check", "INTERPOLATIONS", "IsoTransferConfig", "IsoTransferResult", "METHODS", "OT_SOLVERS",
+    "TERMS", "T_DERIVATIVES", "TaskPath", "StepSolution", "c_max_rel_change", "solve_step", "transfer_budget",
+    "transfer_partials", "BASELINE_CONFIG", "BaselineCurve", "finetune_baseline", "scratch_baseline"
+]

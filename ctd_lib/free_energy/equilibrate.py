@@ -25,7 +25,10 @@ from .._util.torch_state import device_of
 from .functionals import _check_xy, hamiltonian_loss
 from .model import FreeEnergyModel, _is_int
 
-__all__ = ["EquilibrationConfig", "EquilibrationLog", "SCHEDULES", "Sampler", "array_sampler", "equilibrate", "eta", "train_equilibrium"]
+__all__ = [
+    "EquilibrationConfig", "EquilibrationLog", "SCHEDULES", "Sampler", "array_sampler", "equilibrate", "eta",
+    "train_equilibrium"
+]
 
 SCHEDULES = ("paper", "constant", "cosine")
 

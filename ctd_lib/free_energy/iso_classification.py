@@ -25,7 +25,10 @@ from .functionals import _check_xy, measure
 from .model import FreeEnergyModel
 from .surface import SPLITS, TERM_NAMES, _subset
 
-__all__ = ["IsoClassificationConfig", "IsoClassificationResult", "first_law_check", "fixed_multiplier_control", "iso_c_max_rel_change", "iso_classification", "remark10_check"]
+__all__ = [
+    "IsoClassificationConfig", "IsoClassificationResult", "first_law_check", "fixed_multiplier_control",
+    "iso_c_max_rel_change", "iso_classification", "remark10_check"
+]
 
 # ----------------------------------------------------------------------------
 # the iso-classification process (Remark 7, Eq. 31)

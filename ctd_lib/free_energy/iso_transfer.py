@@ -119,7 +119,11 @@ from .finite_differences import Partials, central_differences
 from .functionals import FreeEnergyTerms, measure
 from .model import FreeEnergyModel
 
-__all__ = ["INTERPOLATIONS", "IsoTransferConfig", "IsoTransferResult", "METHODS", "OT_SOLVERS", "StepSolution", "TERMS", "T_DERIVATIVES", "TaskPath", "TransferPartials", "c_max_rel_change", "iso_transfer", "solve_step", "transfer_budget", "transfer_partials"]
+__all__ = [
+    "INTERPOLATIONS", "IsoTransferConfig", "IsoTransferResult", "METHODS", "OT_SOLVERS", "StepSolution", "TERMS",
+    "T_DERIVATIVES", "TaskPath", "TransferPartials", "c_max_rel_change", "iso_transfer", "solve_step",
+    "transfer_budget", "transfer_partials"
+]
 
 METHODS = ("geodesic", "heuristic")
 INTERPOLATIONS = ("mixture", "ot")

@@ -68,7 +68,10 @@ from torch import Tensor, nn
 
 from .._util.checks import check_choice, check_in_range, check_positive
 
-__all__ = ["DECODERS", "ENCODERS", "FreeEnergyModel", "FreeEnergyModelConfig", "MARGINALS", "PRESETS", "make_free_energy_model"]
+__all__ = [
+    "DECODERS", "ENCODERS", "FreeEnergyModel", "FreeEnergyModelConfig", "MARGINALS", "PRESETS",
+    "make_free_energy_model"
+]
 
 MARGINALS = ("standard", "learned")
 DECODERS = ("gaussian", "bernoulli")

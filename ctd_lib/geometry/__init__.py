@@ -38,4 +38,10 @@ from .sgd import (
     train_sgd,
 )
 
-__all__ = ["CONVENTIONS", "LengthIncrement", "LengthMeter", "TrajectoryLength", "flat_parameters", "kl_categorical", "length_increment", "path_length", "set_flat_parameters", "FimKlCheck", "fim_kl_check", "fisher_matrix", "Batch", "OverheadMeasurement", "SGDConfig", "Sampler", "TrainResult", "accuracy", "batchnorm_modules", "cross_entropy", "frozen_batchnorm_stats", "full_batch_sampler", "measure_length_overhead", "minibatch_sampler", "train_sgd"]
+__all__ = [
+    "CONVENTIONS", "LengthIncrement", "LengthMeter", "TrajectoryLength", "flat_parameters", "kl_categorical",
+    "length_increment", "path_length", "set_flat_parameters", "FimKlCheck", "fim_kl_check", "fisher_matrix",
+    "Batch", "OverheadMeasurement", "SGDConfig", "Sampler", "TrainResult", "accuracy", "batchnorm_modules",
+    "cross_entropy", "frozen_batchnorm_stats", "full_batch_sampler", "measure_length_overhead",
+    "minibatch_sampler", "train_sgd"
+]

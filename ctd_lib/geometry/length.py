@@ -40,7 +40,10 @@ from torch import nn
 
 from .._util.checks import check_choice
 
-__all__ = ["CONVENTIONS", "LengthIncrement", "LengthMeter", "TrajectoryLength", "flat_parameters", "kl_categorical", "length_increment", "path_length", "set_flat_parameters"]
+__all__ = [
+    "CONVENTIONS", "LengthIncrement", "LengthMeter", "TrajectoryLength", "flat_parameters", "kl_categorical",
+    "length_increment", "path_length", "set_flat_parameters"
+]
 
 CONVENTIONS = ("manifold", "per_sample")
 

@@ -24,7 +24,11 @@ from .._util.progress import progress
 from .._util.torch_state import rng_state, set_rng_state
 from .length import LengthMeter, TrajectoryLength, flat_parameters
 
-__all__ = ["Batch", "OverheadMeasurement", "SGDConfig", "Sampler", "TrainResult", "accuracy", "batchnorm_modules", "cross_entropy", "frozen_batchnorm_stats", "full_batch_sampler", "measure_length_overhead", "minibatch_sampler", "train_sgd"]
+__all__ = [
+    "Batch", "OverheadMeasurement", "SGDConfig", "Sampler", "TrainResult", "accuracy", "batchnorm_modules",
+    "cross_entropy", "frozen_batchnorm_stats", "full_batch_sampler", "measure_length_overhead",
+    "minibatch_sampler", "train_sgd"
+]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Sampler = Callable[[torch.Generator], Batch]

@@ -77,4 +77,16 @@ from .task2vec import (
     task2vec_matrix,
 )
 
-__all__ = ["CoupledConfig", "INITIAL_COSTS", "INTERPOLATIONS", "SCHEDULES", "TrajectoryLog", "TransferResult", "authors_scale", "coupled_transfer_distance", "initial_coupling", "pair_kl_cost", "penultimate_features", "proximal_update", "run_trajectory", "tau_at", "train_source_model", "uncoupled_transfer_distance", "FineTuneConfig", "FineTuneResult", "fine_tuning_distance", "FISHER_KINDS", "PARAMETER_SETS", "REDUCTIONS", "Task2VecConfig", "classifier_layer", "embed_tasks", "fisher_diagonal", "task2vec_distance", "task2vec_embedding", "task2vec_matrix", "DistanceMatrix", "distance_matrix", "plot_distance_matrix", "ALTERNATIVES", "DistanceComparison", "MAX_EXACT_LIMIT", "METHODS", "MantelResult", "SYMMETRIZE_HOW", "TIE_TOL", "compare_distance_matrices", "mantel_asymmetric", "mantel_symmetric", "normalized_r", "symmetrize", "RademacherEstimate", "Theorem5Bound", "TrajectoryGap", "check_instants", "classical_bound", "clipped_cross_entropy", "clipped_logistic_loss", "contraction_upper", "fit_linear_ball", "n_for_nonvacuous", "rademacher_linear", "rademacher_loss_class_lower", "theorem5_bound", "theorem5_threshold", "trajectory_gap"]
+__all__ = [
+    "CoupledConfig", "INITIAL_COSTS", "INTERPOLATIONS", "SCHEDULES", "TrajectoryLog", "TransferResult",
+    "authors_scale", "coupled_transfer_distance", "initial_coupling", "pair_kl_cost", "penultimate_features",
+    "proximal_update", "run_trajectory", "tau_at", "train_source_model", "uncoupled_transfer_distance",
+    "FineTuneConfig", "FineTuneResult", "fine_tuning_distance", "FISHER_KINDS", "PARAMETER_SETS", "REDUCTIONS",
+    "Task2VecConfig", "classifier_layer", "embed_tasks", "fisher_diagonal", "task2vec_distance",
+    "task2vec_embedding", "task2vec_matrix", "DistanceMatrix", "distance_matrix", "plot_distance_matrix",
+    "ALTERNATIVES", "DistanceComparison", "MAX_EXACT_LIMIT", "METHODS", "MantelResult", "SYMMETRIZE_HOW",
+    "TIE_TOL", "compare_distance_matrices", "mantel_asymmetric", "mantel_symmetric", "normalized_r", "symmetrize",
+    "RademacherEstimate", "Theorem5Bound", "TrajectoryGap", "check_instants", "classical_bound",
+    "clipped_cross_entropy", "clipped_logistic_loss", "contraction_upper", "fit_linear_ball", "n_for_nonvacuous",
+    "rademacher_linear", "rademacher_loss_class_lower", "theorem5_bound", "theorem5_threshold", "trajectory_gap"
+]

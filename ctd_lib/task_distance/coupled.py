@@ -78,7 +78,11 @@ from ..transport.costs import feature_cost
 from ..transport.interpolation import make_sampler
 from ..transport.proximal import proximal_plan
 
-__all__ = ["CoupledConfig", "INITIAL_COSTS", "INTERPOLATIONS", "SCHEDULES", "TrajectoryLog", "TransferResult", "authors_scale", "coupled_transfer_distance", "initial_coupling", "pair_kl_cost", "penultimate_features", "proximal_update", "run_trajectory", "tau_at", "train_source_model", "uncoupled_transfer_distance"]
+__all__ = [
+    "CoupledConfig", "INITIAL_COSTS", "INTERPOLATIONS", "SCHEDULES", "TrajectoryLog", "TransferResult",
+    "authors_scale", "coupled_transfer_distance", "initial_coupling", "pair_kl_cost", "penultimate_features",
+    "proximal_update", "run_trajectory", "tau_at", "train_source_model", "uncoupled_transfer_distance"
+]
 
 INTERPOLATIONS = ("beta-mixup", "displacement")
 SCHEDULES = ("linear", "arcsine")

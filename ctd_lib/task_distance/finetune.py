@@ -37,6 +37,7 @@ from ..geometry.sgd import SGDConfig, accuracy, minibatch_sampler, train_sgd
 
 __all__ = ["FineTuneConfig", "FineTuneResult", "fine_tuning_distance"]
 
+
 def _check_seed(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"seed={value!r} is not valid; it must be an integer")

@@ -25,6 +25,7 @@ from .._util.progress import progress
 
 __all__ = ["DistanceMatrix", "distance_matrix", "plot_distance_matrix"]
 
+
 @dataclass(frozen=True)
 class DistanceMatrix:
     """Distances between ordered task pairs: rows are sources, columns targets."""

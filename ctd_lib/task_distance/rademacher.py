@@ -108,7 +108,11 @@ from .._util.checks import check_in_range, check_nonnegative, check_positive
 from .._util.torch_state import load_buffers
 from ..geometry.length import kl_categorical, set_flat_parameters
 
-__all__ = ["RademacherEstimate", "Theorem5Bound", "TrajectoryGap", "check_instants", "classical_bound", "clipped_cross_entropy", "clipped_logistic_loss", "contraction_upper", "fit_linear_ball", "n_for_nonvacuous", "rademacher_linear", "rademacher_loss_class_lower", "theorem5_bound", "theorem5_threshold", "trajectory_gap"]
+__all__ = [
+    "RademacherEstimate", "Theorem5Bound", "TrajectoryGap", "check_instants", "classical_bound",
+    "clipped_cross_entropy", "clipped_logistic_loss", "contraction_upper", "fit_linear_ball", "n_for_nonvacuous",
+    "rademacher_linear", "rademacher_loss_class_lower", "theorem5_bound", "theorem5_threshold", "trajectory_gap"
+]
 
 # ----------------------------------------------------------------------------
 # bounded losses

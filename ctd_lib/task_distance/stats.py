@@ -52,7 +52,10 @@ from scipy import stats as sps
 
 from .._util.checks import check_choice, check_positive
 
-__all__ = ["ALTERNATIVES", "DistanceComparison", "MAX_EXACT_LIMIT", "METHODS", "MantelResult", "SYMMETRIZE_HOW", "TIE_TOL", "compare_distance_matrices", "mantel_asymmetric", "mantel_symmetric", "normalized_r", "symmetrize"]
+__all__ = [
+    "ALTERNATIVES", "DistanceComparison", "MAX_EXACT_LIMIT", "METHODS", "MantelResult", "SYMMETRIZE_HOW",
+    "TIE_TOL", "compare_distance_matrices", "mantel_asymmetric", "mantel_symmetric", "normalized_r", "symmetrize"
+]
 
 METHODS = ("pearson", "spearman")
 ALTERNATIVES = ("greater", "less", "two-sided")

@@ -18,7 +18,10 @@ from ..data import Task
 from ..geometry.sgd import SGDConfig, minibatch_sampler, train_sgd
 from .finetune import _check_labels_fit, _check_seed, _model_dtype
 
-__all__ = ["FISHER_KINDS", "PARAMETER_SETS", "REDUCTIONS", "Task2VecConfig", "classifier_layer", "embed_tasks", "fisher_diagonal", "task2vec_distance", "task2vec_embedding", "task2vec_matrix"]
+__all__ = [
+    "FISHER_KINDS", "PARAMETER_SETS", "REDUCTIONS", "Task2VecConfig", "classifier_layer", "embed_tasks",
+    "fisher_diagonal", "task2vec_distance", "task2vec_embedding", "task2vec_matrix"
+]
 
 #: How the label in :math:`\nabla_w \log p_w(y\mid x)` is chosen (see :func:`fisher_diagonal`).
 FISHER_KINDS = ("model", "empirical", "exact")

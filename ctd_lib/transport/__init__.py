@@ -28,4 +28,10 @@ from .interpolation import (
 )
 from .proximal import PROXIMAL_SOLVERS, proximal_gap, proximal_plan
 
-__all__ = ["check_cost", "check_weights", "feature_cost", "pixel_cost", "uniform", "LOG_DOMAIN_BELOW", "OTPlan", "SINKHORN_METHODS", "entropic_plan", "exact_plan", "PROXIMAL_SOLVERS", "proximal_gap", "proximal_plan", "batched_sinkhorn", "BLOCK_METHODS", "BlockAssignment", "BlockPlan", "block_plan", "match_blocks", "bures_w2", "wasserstein2", "INTERPOLATIONS", "InterpolatedBatch", "Interpolation", "beta_mixup_sample", "displacement_sample", "make_sampler", "mixture_sample"]
+__all__ = [
+    "check_cost", "check_weights", "feature_cost", "pixel_cost", "uniform", "LOG_DOMAIN_BELOW", "OTPlan",
+    "SINKHORN_METHODS", "entropic_plan", "exact_plan", "PROXIMAL_SOLVERS", "proximal_gap", "proximal_plan",
+    "batched_sinkhorn", "BLOCK_METHODS", "BlockAssignment", "BlockPlan", "block_plan", "match_blocks", "bures_w2",
+    "wasserstein2", "INTERPOLATIONS", "InterpolatedBatch", "Interpolation", "beta_mixup_sample",
+    "displacement_sample", "make_sampler", "mixture_sample"
+]

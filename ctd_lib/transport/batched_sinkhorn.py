@@ -9,6 +9,7 @@ import torch
 
 __all__ = ["batched_sinkhorn"]
 
+
 def batched_sinkhorn(C: torch.Tensor, eps: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor, *,
                      max_iter: int, tol: float, check_every: int = 10,
                      absorb_at: float = 30.0) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:

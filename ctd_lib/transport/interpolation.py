@@ -36,7 +36,10 @@ from .._util.checks import check_choice, check_in_range, check_positive
 from .blocks import BlockPlan
 from .dense import OTPlan
 
-__all__ = ["INTERPOLATIONS", "InterpolatedBatch", "Interpolation", "beta_mixup_sample", "displacement_sample", "make_sampler", "mixture_sample"]
+__all__ = [
+    "INTERPOLATIONS", "InterpolatedBatch", "Interpolation", "beta_mixup_sample", "displacement_sample",
+    "make_sampler", "mixture_sample"
+]
 
 INTERPOLATIONS = ("displacement", "beta-mixup", "mixture")
 
