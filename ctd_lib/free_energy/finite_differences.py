@@ -1,7 +1,13 @@
 r"""Finite-difference partials of the measured functionals in :math:`(\lambda, \gamma)`:
 each probe is a short equilibration from the same model with the same seed, and the
 partials are central differences. Used by the iso-classification process (Eq. 31) and by
-iso-classification transfer (Eq. 30) of [Gao & Chaudhari 2020]."""
+iso-classification transfer (Eq. 30) of [Gao & Chaudhari 2020].
+
+Choice made where the paper is silent: **common random numbers.** The partials are central
+differences over probes (``fd_rel`` times the current value on each side). Each probe deep-copies
+the current model, equilibrates it at the probed multipliers with the *same* seed (same
+mini-batches, same latent noise) and is measured on the same fixed data with the same noise, so
+the difference reflects the change of multiplier and not sampling noise."""
 from __future__ import annotations
 
 import copy

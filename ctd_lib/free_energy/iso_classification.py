@@ -7,7 +7,19 @@ r"""The iso-classification process (Remark 7, Eq. 31 of [Gao & Chaudhari 2020]):
 
 which moves the multipliers so that :math:`C` stays constant while the model is
 re-equilibrated after each move, and its checks: Remark 10 (:math:`dR = -\lambda\, dD`),
-the first law (Eq. 7) and the fixed-multiplier control."""
+the first law (Eq. 7) and the fixed-multiplier control.
+
+Choices made where the paper is silent:
+
+* **Euler steps, optionally normalised.** :math:`(\lambda, \gamma) \mathrel{+}=
+  dt\,(\dot\lambda, \dot\gamma)`. With ``step_rel`` set, each step is rescaled so
+  the larger relative change of the two multipliers equals ``step_rel``: a
+  reparametrisation of time that keeps the direction of Eq. (31) (the scale of
+  :math:`\partial C/\partial\gamma` is not known in advance).
+* **Clipping of the multipliers.** An update that would make :math:`\lambda` or
+  :math:`\gamma` smaller than ``min_multiplier`` is clipped there, counted in
+  :attr:`IsoClassificationResult.n_clipped`, and a warning is issued.
+"""
 from __future__ import annotations
 
 import copy

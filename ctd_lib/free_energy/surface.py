@@ -1,4 +1,4 @@
-r"""The equilibrium surface and the iso-classification process ([Gao & Chaudhari 2020]).
+r"""The equilibrium surface and Lemma 3 ([Gao & Chaudhari 2020]).
 
 The optimal free energy :math:`F(\lambda, \gamma) = \min_\theta R + \lambda D + \gamma C`
 (Eq. 8) is a minimum of affine functions of :math:`(\lambda, \gamma)`, hence
@@ -12,34 +12,12 @@ concave (Lemma 3), with
 :func:`equilibrium_surface` trains one model per grid point and
 :func:`lemma3_check` tests these three properties on the measured grid.
 
-The iso-classification process (Remark 7, Eq. 31) moves the multipliers so that
-:math:`C` stays constant while the model is re-equilibrated after each move:
-
-.. math::
-
-    \dot\lambda = -\alpha \frac{\partial C}{\partial \gamma}, \qquad
-    \dot\gamma = \alpha \frac{\partial C}{\partial \lambda},
-
-so :math:`\dot C = C_\lambda \dot\lambda + C_\gamma \dot\gamma = 0`; along it
-:math:`\dot R = -\lambda \dot D` (Remark 10, Eq. 29), which
-:func:`remark10_check` measures.
+The iso-classification process (Remark 7, Eq. 31) that walks on this surface is in
+:mod:`ctd_lib.free_energy.iso_classification`, its finite differences in
+:mod:`ctd_lib.free_energy.finite_differences`.
 
 Choices made where the paper is silent:
 
-* **Finite differences with common random numbers.** The partials of Eq. (31)
-  are central differences over probes (``fd_rel`` times the current value on
-  each side). Each probe deep-copies the current model, equilibrates it at the
-  probed multipliers with the *same* seed (same mini-batches, same latent
-  noise) and is measured on the same fixed data with the same noise, so the
-  difference reflects the change of multiplier and not sampling noise.
-* **Euler steps, optionally normalised.** :math:`(\lambda, \gamma) \mathrel{+}=
-  dt\,(\dot\lambda, \dot\gamma)`. With ``step_rel`` set, each step is rescaled so
-  the larger relative change of the two multipliers equals ``step_rel``: a
-  reparametrisation of time that keeps the direction of Eq. (31) (the scale of
-  :math:`\partial C/\partial\gamma` is not known in advance).
-* **Clipping of the multipliers.** An update that would make :math:`\lambda` or
-  :math:`\gamma` smaller than ``min_multiplier`` is clipped there, counted in
-  :attr:`IsoClassificationResult.n_clipped`, and a warning is issued.
 * **Surface grid training.** Every grid point is trained from scratch from the
   same initial weights and seed (or, with ``warm_start``, from the previous
   grid point in raster order), and measured with the same noise seed.

@@ -1,6 +1,6 @@
-r"""Two task distances the paper compares against: fine-tuning and Task2Vec (Sec. 5.2).
+r"""The fine-tuning distance, the gold standard the paper compares against (Sec. 5.2).
 
-Sec. 5.2 of [Gao & Chaudhari 2021] defines both baselines in a few sentences:
+Sec. 5.2 of [Gao & Chaudhari 2021]:
 
     "The difficulty of fine-tuning is the gold standard of distance between
     tasks. [...] We compute the length of the weight trajectory, i.e.,
@@ -10,16 +10,9 @@ Sec. 5.2 of [Gao & Chaudhari 2021] defines both baselines in a few sentences:
     the model directly takes SGD updates on the target task after being
     pre-trained on the source task."
 
-    "The next baseline is Task2Vec (Achille et al., 2019a) which embeds tasks
-    using the diagonal of the FIM of a model trained on them individually.
-    Cosine distance between these vectors is defined as the task distance."
-
 :func:`fine_tuning_distance` runs the library's own SGD (:func:`~ctd_lib.geometry.sgd.train_sgd`)
-from a copy of the source model and reads the length off its bookkeeping;
-:func:`task2vec_embedding` computes the diagonal of the Fisher information
-matrix (Eq. 3) of a probe network from exact per-sample gradients
-(``torch.func.vmap(grad(...))``) and :func:`task2vec_distance` compares two
-embeddings as Task2Vec does.
+from a copy of the source model and reads the length off its bookkeeping. The other baseline of
+Sec. 5.2, Task2Vec, is in :mod:`ctd_lib.task_distance.task2vec`.
 """
 from __future__ import annotations
 

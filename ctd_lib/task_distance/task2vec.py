@@ -1,6 +1,12 @@
-r"""Task2Vec (Achille et al. 2019), the baseline of Figs. 2-5 of [Gao & Chaudhari 2021]: the
-diagonal Fisher information of a probe network fitted to a task is the task's embedding, and
-the distance of two tasks is the normalised cosine distance of their embeddings."""
+r"""Task2Vec (Achille et al. 2019), the baseline of Figs. 2-5 of [Gao & Chaudhari 2021].
+
+Sec. 5.2: "The next baseline is Task2Vec (Achille et al., 2019a) which embeds tasks using the
+diagonal of the FIM of a model trained on them individually. Cosine distance between these vectors
+is defined as the task distance." :func:`task2vec_embedding` computes the diagonal of the Fisher
+information matrix (Eq. 3) of a probe network from exact per-sample gradients
+(``torch.func.vmap(grad(...))``) and :func:`task2vec_distance` compares two embeddings as Task2Vec
+does (the normalised cosine distance).
+"""
 from __future__ import annotations
 
 import copy
