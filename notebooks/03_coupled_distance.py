@@ -95,10 +95,12 @@ permutations = 9999  # scikit-bio's Mantel test on symmetrised matrices
 seed = 0
 device = "cpu"  # "cuda" for the paper scale on a GPU
 cache_dir = "../.cache/pairs"  # per-pair cache: an interrupted run resumes
+scheduler = ""  # where the pairs run: "" here, "local:2" two local worker processes, "tcp://host:port" a Dask cluster
 scale = "cpu"
 results_dir = "../results"
 
 # %%
+import contextlib
 import time
 import warnings
 
@@ -123,6 +125,7 @@ from ctd_lib.experiments.coupled_distance import (
 )
 from ctd_lib.results import write_results
 from ctd_lib.task_distance import authors_scale, plot_distance_matrix
+from ctd_lib.task_distance.cluster import open_executor
 
 # every parameter is validated here, before any work
 config = CoupledDistanceConfig(
@@ -132,11 +135,13 @@ config = CoupledDistanceConfig(
     prox_lam=prox_lam, prox_growth=prox_growth, interpolation=interpolation, convention=convention,
     cost_checkpoints=cost_checkpoints, finetune_steps=finetune_steps, task2vec_samples=task2vec_samples,
     w2_samples=w2_samples, ingredient_pair=ingredient_pair, seeds=seeds, permutations=permutations, seed=seed,
-    device=device, cache_dir=cache_dir, scale=scale,
+    device=device, cache_dir=cache_dir, scheduler=scheduler, scale=scale,
 )
 t_start = time.perf_counter()
 warnings.filterwarnings("once", category=RuntimeWarning)  # solver warnings are shown once each, not hidden
 bank = make_bank(config)  # seeds torch, fetches the embedded MNIST digits
+cluster = contextlib.ExitStack()  # the executor of the pairs (none by default), closed at the end of the chapter
+executor = cluster.enter_context(open_executor(config.scheduler))
 METHOD_LABELS = {"coupled": "coupled", "uncoupled": "uncoupled", "fine-tuning": "fine-tuning",
                  "task2vec": "Task2Vec", "w2-pixel": "W2 pixels", "w2-feature": "W2 features"}
 
@@ -168,7 +173,7 @@ def glue_figure(name, fig):
 # transferring from it.
 
 # %%
-nested = family_step(config, bank, "nested")
+nested = family_step(config, bank, "nested", executor=executor)
 glue_figure("fig-coupled-nested", show(nested, "nested MNIST tasks"))
 subset_rows = subset_comparison(nested)
 print(f"{'method':12s} {'superset':14s} {'subset':14s} {'to subset':>10s} {'from subset':>12s}")
@@ -193,7 +198,7 @@ for r in subset_rows:
 # normalised statistic $r$ and Spearman's $\rho$. The matrices are in {numref}`fig-coupled-disjoint`.
 
 # %%
-disjoint = family_step(config, bank, "disjoint")
+disjoint = family_step(config, bank, "disjoint", executor=executor)
 glue_figure("fig-coupled-disjoint", show(disjoint, "disjoint two-digit MNIST tasks"))
 
 
@@ -363,7 +368,7 @@ glue("max_gap", gap, display=False)
 # The disjoint tasks again, with the wider network ({numref}`fig-coupled-capacity`).
 
 # %%
-large = family_step(config, bank, "large")
+large = family_step(config, bank, "large", executor=executor)
 glue_figure("fig-coupled-capacity", show({f"coupled, {model}": disjoint["coupled"],
                                           f"coupled, {large_model}": large["coupled"],
                                           f"fine-tuning, {large_model}": large["fine-tuning"]}, "capacity"))
@@ -388,7 +393,7 @@ glue("n_large_pairs", len(large_c), display=False)
 # 10-way head. The paper's analogue is MNIST against CIFAR-10.
 
 # %%
-cross = family_step(config, bank, "cross")
+cross = family_step(config, bank, "cross", executor=executor)
 a, b = config.cross_domain
 print(f"{'method':12s} {a + ' to ' + b:>28s} {b + ' to ' + a:>28s}")
 for m, D in cross.items():
@@ -450,6 +455,7 @@ for (s, t), v in list(zip(disjoint["coupled"].extras, disjoint["coupled"].off_di
 # ## Claims and results
 
 # %%
+cluster.close()  # the last pair has run: shut the local cluster (if any) down
 result = CoupledDistanceResult(
     config=config, nested=nested, disjoint=disjoint, large=large, cross=cross, subset=subset_rows,
     mantel_disjoint=mantel_disjoint, mantel_nested=mantel_nested, ingredients=ingredients, convergence=conv,

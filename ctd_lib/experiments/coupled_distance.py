@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from ..data import TASKS, Task, fetch_mnist10k, make_task
 from ..geometry.sgd import accuracy, cross_entropy
 from ..models import MODEL_NAMES, make_model
 from ..results import Claim
+from ..task_distance.cluster import check_scheduler
 from ..task_distance.coupled import (
     CoupledConfig,
     coupled_transfer_distance,
@@ -53,6 +55,7 @@ from ..task_distance.task2vec import Task2VecConfig, task2vec_distance, task2vec
 from ..transport.gaussian import wasserstein2
 
 __all__ = [
+    "FAMILIES", "PairJob", "TRAINED_METHODS", "main", "pair_job",
     "METHODS", "Convergence", "CoupledDistanceConfig", "CoupledDistanceResult", "IngredientStudy", "SeedSpread",
     "StudyConfig", "SubsetRow", "TargetComparison", "TaskBank", "Variant", "claims", "code_fingerprint",
     "convergence", "entry", "family_matrices", "family_step", "ingredient_step", "ingredient_study",
@@ -127,51 +130,88 @@ class TaskBank:
         return self._models[key]
 
 
-def _coupled_pair(bank: TaskBank, model: str, ccfg: CoupledConfig):
-    def run(s: str, t: str):
-        src, tgt = bank.task(s), bank.task(t)
-        res = coupled_transfer_distance(src, tgt, bank.source_model(s, model), ccfg,
-                                        source_val=bank.task(s, "test"), target_val=bank.task(t, "test"))
-        tv = bank.task(t, "test")
-        with torch.no_grad():
-            res.target_model.eval()
-            loss = float(cross_entropy(res.target_model(tv.x), tv.y))
-        return res.distance, {
-            "per_iteration": res.per_iteration, "per_iteration_other": res.per_iteration_other,
-            "target_val_acc": accuracy(res.target_model, tv.x, tv.y), "target_val_loss": loss,
-            "eval_tau": res.log.eval_tau, "eval_train_loss": res.log.eval_train_loss,
-            "eval_val_loss": res.log.eval_val_loss, "coupling_converged": res.coupling is not None and bool(res.coupling.converged),
-        }
-
-    return run
+TRAINED_METHODS = ("coupled", "uncoupled", "fine-tuning")  # the methods whose pairs train a network
 
 
-def _uncoupled_pair(bank: TaskBank, model: str, ccfg: CoupledConfig):
-    def run(s: str, t: str):
-        res = uncoupled_transfer_distance(bank.task(s), bank.task(t), bank.source_model(s, model), ccfg,
-                                          source_val=bank.task(s, "test"), target_val=bank.task(t, "test"))
-        return res.distance, {"per_sample": res.per_iteration_other[0], "eval_tau": res.log.eval_tau,
-                              "eval_train_loss": res.log.eval_train_loss, "eval_val_loss": res.log.eval_val_loss}
+@dataclass(frozen=True)
+class PairJob:
+    """One ordered pair of a trained method, as plain data a worker process can run.
 
-    return run
+    It holds the tasks (train and held-out splits) and the weights of the trained source models,
+    never a reference to a :class:`TaskBank`: each source model is trained once, in the client,
+    and shipped. :meth:`for_pair` narrows the job to the two tasks and the one source model a pair
+    needs, which is what :func:`~ctd_lib.task_distance.matrices.distance_matrix` ships to an executor.
+    """
 
+    method: str  # one of TRAINED_METHODS
+    model: str
+    tasks: dict  # name -> (train Task, held-out Task), on CPU
+    sources: dict  # name -> state_dict of the source model trained on that task, on CPU
+    seed: int
+    device: str
+    coupled: CoupledConfig | None = None  # coupled and uncoupled
+    finetune: FineTuneConfig | None = None  # fine-tuning
 
-def _finetune_pair(bank: TaskBank, model: str):
-    cfg = bank.cfg
-    ftc = FineTuneConfig(lr=cfg.finetune_lr, batch_size=cfg.batch_size, max_steps=cfg.finetune_steps, seed=cfg.seed)
+    def for_pair(self, source: str, target: str) -> PairJob:
+        return replace(self, tasks={n: self.tasks[n] for n in {source, target}},
+                       sources={source: self.sources[source]})
 
-    def run(s: str, t: str):
-        tv = bank.task(t, "test")
-        res = fine_tuning_distance(bank.source_model(s, model), bank.task(t), tv, ftc)
-        assert res.final_model is not None  # fine_tuning_distance always returns it
-        m = res.final_model.eval()  # after the whole fine-tuning run, for the Fig. 6 comparison
+    def _task(self, name: str, split: str) -> Task:
+        t = self.tasks[name][0 if split == "train" else 1]
+        return replace(t, x=t.x.to(self.device), y=t.y.to(self.device))
+
+    def _source_model(self, name: str) -> torch.nn.Module:
+        task = self._task(name, "train")
+        net = make_model(self.model, in_shape=tuple(task.x.shape[1:]), num_classes=task.num_classes, seed=self.seed)
+        net.load_state_dict(self.sources[name])
+        return net.to(self.device)
+
+    def __call__(self, s: str, t: str):
+        src, tgt, sv, tv = self._task(s, "train"), self._task(t, "train"), self._task(s, "test"), self._task(t, "test")
+        source_model = self._source_model(s)
+        if self.method == "coupled":
+            assert self.coupled is not None
+            res = coupled_transfer_distance(src, tgt, source_model, self.coupled, source_val=sv, target_val=tv)
+            with torch.no_grad():
+                res.target_model.eval()
+                loss = float(cross_entropy(res.target_model(tv.x), tv.y))
+            return res.distance, {
+                "per_iteration": res.per_iteration, "per_iteration_other": res.per_iteration_other,
+                "target_val_acc": accuracy(res.target_model, tv.x, tv.y), "target_val_loss": loss,
+                "eval_tau": res.log.eval_tau, "eval_train_loss": res.log.eval_train_loss,
+                "eval_val_loss": res.log.eval_val_loss,
+                "coupling_converged": res.coupling is not None and bool(res.coupling.converged),
+            }
+        if self.method == "uncoupled":
+            assert self.coupled is not None
+            res = uncoupled_transfer_distance(src, tgt, source_model, self.coupled, source_val=sv, target_val=tv)
+            return res.distance, {"per_sample": res.per_iteration_other[0], "eval_tau": res.log.eval_tau,
+                                  "eval_train_loss": res.log.eval_train_loss, "eval_val_loss": res.log.eval_val_loss}
+        assert self.finetune is not None
+        ft = fine_tuning_distance(source_model, tgt, tv, self.finetune)
+        assert ft.final_model is not None  # fine_tuning_distance always returns it
+        m = ft.final_model.eval()  # after the whole fine-tuning run, for the Fig. 6 comparison
         with torch.no_grad():
             loss = float(cross_entropy(m(tv.x), tv.y))
-        return res.distance, {"steps_to_threshold": res.steps_to_threshold, "fisher_rao_length": res.fisher_rao_length,
-                              "initial_val_acc": res.initial_val_acc, "final_val_acc": res.final_val_acc,
-                              "target_val_acc": accuracy(m, tv.x, tv.y), "target_val_loss": loss}
+        return ft.distance, {"steps_to_threshold": ft.steps_to_threshold, "fisher_rao_length": ft.fisher_rao_length,
+                             "initial_val_acc": ft.initial_val_acc, "final_val_acc": ft.final_val_acc,
+                             "target_val_acc": accuracy(m, tv.x, tv.y), "target_val_loss": loss}
 
-    return run
+
+def pair_job(bank: TaskBank, names: Sequence[str], method: str, model: str, ccfg: CoupledConfig) -> PairJob:
+    """The :class:`PairJob` of ``method`` over ``names``: every source model trained (once, here) first."""
+    check_choice("method", method, TRAINED_METHODS)
+    cfg = bank.cfg
+
+    def cpu(t: Task) -> Task:
+        return replace(t, x=t.x.cpu(), y=t.y.cpu())
+
+    tasks = {n: (cpu(bank.task(n)), cpu(bank.task(n, "test"))) for n in names}
+    sources = {n: {k: v.detach().cpu().clone() for k, v in bank.source_model(n, model).state_dict().items()}
+               for n in names}
+    ftc = FineTuneConfig(lr=cfg.finetune_lr, batch_size=cfg.batch_size, max_steps=cfg.finetune_steps, seed=cfg.seed)
+    return PairJob(method=method, model=model, tasks=tasks, sources=sources, seed=cfg.seed, device=bank.device,
+                   coupled=ccfg if method != "fine-tuning" else None, finetune=ftc if method == "fine-tuning" else None)
 
 
 def _probe(bank: TaskBank, model: str) -> torch.nn.Module:
@@ -180,23 +220,25 @@ def _probe(bank: TaskBank, model: str) -> torch.nn.Module:
 
 def family_matrices(
     bank: TaskBank, names: Sequence[str], *, model: str, coupled: CoupledConfig, methods: Sequence[str] = METHODS,
-    cache_dir: str | None = None,
+    cache_dir: str | None = None, executor: Executor | None = None,
 ) -> dict:
-    """Every requested method's :class:`~ctd_lib.matrices.DistanceMatrix` over the ordered pairs of ``names``."""
+    """Every requested method's :class:`~ctd_lib.task_distance.matrices.DistanceMatrix` over the ordered pairs
+    of ``names``.
+
+    The trained methods (coupled, uncoupled, fine-tuning) run their pairs on ``executor`` when one is
+    given (see :func:`~ctd_lib.task_distance.cluster.open_executor`), each pair a :class:`PairJob`; the
+    embeddings and W2 baselines are cheap and run here.
+    """
     for m in methods:
         check_choice("methods", m, METHODS)
     check_choice("model", model, MODEL_NAMES)
     base = {"study": asdict(bank.cfg), "model": model, "code": code_fingerprint()}
     out = {}
-    if "coupled" in methods:
-        out["coupled"] = distance_matrix(names, _coupled_pair(bank, model, coupled), method=f"coupled-{model}",
-                                         params={**base, "coupled": coupled.to_dict()}, cache_dir=cache_dir)
-    if "uncoupled" in methods:
-        out["uncoupled"] = distance_matrix(names, _uncoupled_pair(bank, model, coupled), method=f"uncoupled-{model}",
-                                           params={**base, "coupled": coupled.to_dict()}, cache_dir=cache_dir)
-    if "fine-tuning" in methods:
-        out["fine-tuning"] = distance_matrix(names, _finetune_pair(bank, model), method=f"fine-tuning-{model}",
-                                             params=base, cache_dir=cache_dir)
+    for m in TRAINED_METHODS:
+        if m in methods:
+            params = {**base, "coupled": coupled.to_dict()} if m != "fine-tuning" else base
+            out[m] = distance_matrix(names, pair_job(bank, names, m, model, coupled), method=f"{m}-{model}",
+                                     params=params, cache_dir=cache_dir, executor=executor)
     if "task2vec" in methods or "w2-feature" in methods:
         probe = _probe(bank, model)
     if "task2vec" in methods:
@@ -339,9 +381,11 @@ class CoupledDistanceConfig:
     seed: int = 0  # seeds data subsets, models and samplers
     device: str = "cpu"  # "cuda" for the paper scale on a GPU
     cache_dir: str | None = "../.cache/pairs"  # per-pair cache (None: no cache); an interrupted run resumes
+    scheduler: str = ""  # where the pairs run: "" here, "local:N" N local workers, "tcp://host:port" a Dask scheduler
     scale: str = "cpu"  # the scale the results are filed under
 
     def __post_init__(self):
+        check_scheduler("scheduler", self.scheduler)
         # at least 3 tasks per family: the Mantel tests need them, and the Fig. 4a analogue transfers the
         # second nested task to the third
         object.__setattr__(self, "nested_tasks", _check_tasks("nested_tasks", self.nested_tasks, at_least=3))
@@ -427,27 +471,29 @@ def make_bank(config: CoupledDistanceConfig, seed: int | None = None) -> TaskBan
     return TaskBank(config.study(), device=config.device)
 
 
-def family_step(config: CoupledDistanceConfig, bank: TaskBank, family: str) -> dict:
+def family_step(config: CoupledDistanceConfig, bank: TaskBank, family: str,
+                executor: Executor | None = None) -> dict:
     """The distance matrices of one of the chapter's families, by method.
 
     ``"nested"`` (Fig. 2) and ``"disjoint"`` (Fig. 3): every method with ``model``;
     ``"large"`` (Fig. 5): coupled, uncoupled and fine-tuning on the disjoint tasks
-    with ``large_model``; ``"cross"``: the cross-domain pair, without the feature W2.
+    with ``large_model``; ``"cross"``: the cross-domain pair, without the feature W2. The trained
+    methods' pairs run on ``executor`` when given (the same numbers: see :class:`PairJob`).
     """
     check_choice("family", family, ("nested", "disjoint", "large", "cross"))
     ccfg = config.coupled()
     if family == "nested":
         return family_matrices(bank, list(config.nested_tasks), model=config.model, coupled=ccfg,
-                               cache_dir=config.cache_dir)
+                               cache_dir=config.cache_dir, executor=executor)
     if family == "disjoint":
         return family_matrices(bank, list(config.disjoint_tasks), model=config.model, coupled=ccfg,
-                               cache_dir=config.cache_dir)
+                               cache_dir=config.cache_dir, executor=executor)
     if family == "large":
         return family_matrices(bank, list(config.disjoint_tasks), model=config.large_model, coupled=ccfg,
-                               methods=("coupled", "uncoupled", "fine-tuning"), cache_dir=config.cache_dir)
+                               methods=("coupled", "uncoupled", "fine-tuning"), cache_dir=config.cache_dir, executor=executor)
     return family_matrices(bank, list(config.cross_domain), model=config.model, coupled=ccfg,
                            methods=("coupled", "uncoupled", "fine-tuning", "task2vec", "w2-pixel"),
-                           cache_dir=config.cache_dir)
+                           cache_dir=config.cache_dir, executor=executor)
 
 
 def entry(D: DistanceMatrix, source: str, target: str) -> float:
@@ -719,3 +765,57 @@ def claims(result: CoupledDistanceResult) -> list:
                        f"relabellings; symmetrised scikit-bio p = "
                        f"{r.mantel_disjoint['coupled'].symmetrized.p_value:.3f}"),
     ]
+
+
+FAMILIES = ("nested", "disjoint", "large", "cross")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Compute chapter 3's distance matrices into the pair cache, in this process or on a cluster.
+
+    The matrices are the expensive part of the chapter and every pair is independent: run them
+    where the compute is (``--scheduler tcp://host:port``), then execute the notebook with the same
+    parameters and cache folder; it finds every pair in the cache. Needs only torch, numpy and the
+    library (and Dask for a scheduler). Exit status 2 for a bad argument, with nothing computed.
+    """
+    import argparse
+
+    import yaml
+
+    from ..task_distance.cluster import SCHEDULER_HELP, open_executor
+
+    ap = argparse.ArgumentParser(prog="python -m ctd_lib.experiments.coupled_distance",
+                                 description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", type=Path, help="a parameter file, e.g. params/paper/03_coupled_distance.yml "
+                                                "(default: the CPU scale)")
+    ap.add_argument("--scheduler", default="", help=f"where the pairs run: {SCHEDULER_HELP}")
+    ap.add_argument("--cache-dir", default=".cache/pairs",
+                    help="the pair cache (default .cache/pairs: the notebook's ../.cache/pairs, from the repository root)")
+    ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    args = ap.parse_args(argv)
+    overrides = {}
+    if args.params is not None:
+        if not args.params.is_file():
+            ap.error(f"--params: {args.params} is not a file")
+        overrides = yaml.safe_load(args.params.read_text()) or {}
+        known = {f for f in CoupledDistanceConfig.__dataclass_fields__}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            ap.error(f"--params: {args.params} has unknown parameter(s) {unknown}")
+    try:
+        config = CoupledDistanceConfig(**{**overrides, "scheduler": args.scheduler, "cache_dir": args.cache_dir})
+    except ValueError as exc:
+        ap.error(str(exc))
+    bank = make_bank(config)
+    with open_executor(config.scheduler) as executor:
+        for family in args.families:
+            matrices = family_step(config, bank, family, executor=executor)
+            for method, D in matrices.items():
+                print(f"{family:9s} {method:12s} {len(D.names)}x{len(D.names)}: {D.from_cache} pairs from the cache, "
+                      f"mean off-diagonal {D.off_diagonal().mean():.3f}", flush=True)
+    print(f"pairs cached under {Path(config.cache_dir or '').resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,13 +6,15 @@ distances with a per-pair cache, Mantel tests, and the Rademacher view of Sec. 4
 :mod:`.coupled`             the coupled (Eqs. 11-12) and uncoupled (Sec. 3.1) distances
 :mod:`.finetune`            the fine-tuning distance (Sec. 5.2)
 :mod:`.task2vec`            Task2Vec embeddings and distances
-:mod:`.matrices`            matrices of ordered pairs, cached per pair
+:mod:`.matrices`            matrices of ordered pairs, cached per pair, fanned out over an executor
+:mod:`.cluster`             the executor of a scheduler string: here, a local Dask cluster, a remote one
 :mod:`.stats`               Mantel tests, symmetrisation, matrix comparisons
 :mod:`.rademacher`          Theorem 5 (Eq. 14) and Rademacher complexities (Eq. 13)
 ==========================  ====================================================
 """
 from __future__ import annotations
 
+from .cluster import SCHEDULER_HELP, check_scheduler, open_executor
 from .coupled import (
     INITIAL_COSTS,
     INTERPOLATIONS,
@@ -32,7 +34,7 @@ from .coupled import (
     uncoupled_transfer_distance,
 )
 from .finetune import FineTuneConfig, FineTuneResult, fine_tuning_distance
-from .matrices import DistanceMatrix, distance_matrix, plot_distance_matrix
+from .matrices import DistanceMatrix, PairFailed, distance_matrix, plot_distance_matrix, run_pair, runtime
 from .rademacher import (
     RademacherEstimate,
     Theorem5Bound,
@@ -78,6 +80,7 @@ from .task2vec import (
 )
 
 __all__ = [
+    "PairFailed", "run_pair", "runtime", "SCHEDULER_HELP", "check_scheduler", "open_executor",
     "CoupledConfig", "INITIAL_COSTS", "INTERPOLATIONS", "SCHEDULES", "TrajectoryLog", "TransferResult",
     "authors_scale", "coupled_transfer_distance", "initial_coupling", "pair_kl_cost", "penultimate_features",
     "proximal_update", "run_trajectory", "tau_at", "train_source_model", "uncoupled_transfer_distance",
