@@ -793,7 +793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="the pair cache (default .cache/pairs: the notebook's ../.cache/pairs, from the repository root)")
     ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     args = ap.parse_args(argv)
-    overrides = {}
+    overrides: dict = {}
     if args.params is not None:
         if not args.params.is_file():
             ap.error(f"--params: {args.params} is not a file")

@@ -193,8 +193,8 @@ def distance_matrix(
         path = path_of(s, t)
         if path is not None:
             _store(path, entry)
-        values[i, j] = entry["value"]
-        extras[(s, t)] = entry["extras"]
+        values[i, j] = float(value)
+        extras[(s, t)] = extra
 
     hits, todo = 0, []
     for i, j in pairs:
