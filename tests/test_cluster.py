@@ -195,3 +195,21 @@ def test_command_line_bad_arguments_exit_2_before_any_work(argv, tmp_path):
         main([*argv, "--cache-dir", str(tmp_path)])
     assert err.value.code == 2
     assert not list(tmp_path.rglob("*"))
+
+
+class _OtherTorch(concurrent.futures.ThreadPoolExecutor):
+    """An executor whose 'workers' report another torch version, as a node of a mixed cluster would."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        def elsewhere():
+            value, extra, prov = fn(*args, **kwargs)
+            return value, extra, {**prov, "torch": "1.0.0", "host": "old-node"}
+
+        return super().submit(elsewhere)
+
+
+def test_results_of_a_mixed_cluster_are_refused(tmp_path):
+    with _OtherTorch(2) as pool, pytest.raises(PairFailed, match=r"old-node.*torch.*not mixed") as err:
+        distance_matrix(["a", "bb"], failing_pair, method="toy", params={}, cache_dir=tmp_path, executor=pool)
+    assert len(err.value.failures) == 2
+    assert not list(tmp_path.rglob("*.json"))  # nothing from the other torch reached the cache
