@@ -7,7 +7,9 @@ every pair is computed. The two matrices must be equal to the bit; the script sa
 
 It prints the ratio of the two wall times (goal on the 2-core machine with 2 workers: at least 1.7)
 and the fan-out's overhead per pair: the wall time of the same 12 jobs, carrying the same data and
-weights, whose pair function only returns, divided by the number of pairs.
+weights, whose pair function only returns, divided by the number of pairs. To tell the fan-out
+from the machine, it also times one pair alone in a worker process against two pairs at once in two
+processes (no Dask): the best speed-up any fan-out can reach on this machine.
 
     python benchmarks/cluster_matrix.py
     python benchmarks/cluster_matrix.py --workers 4 --steps 100
@@ -15,6 +17,7 @@ weights, whose pair function only returns, divided by the number of pairs.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import platform
 import time
 
@@ -24,7 +27,7 @@ import torch
 from ctd_lib.experiments.coupled_distance import StudyConfig, TaskBank, pair_job
 from ctd_lib.task_distance import CoupledConfig
 from ctd_lib.task_distance.cluster import open_executor
-from ctd_lib.task_distance.matrices import distance_matrix
+from ctd_lib.task_distance.matrices import distance_matrix, run_pair
 
 TASKS = ["mnist10k-01", "mnist10k-23", "mnist10k-45", "mnist10k-67"]
 
@@ -81,6 +84,18 @@ def main() -> None:
         there = distance_matrix(TASKS, job, method="coupled-mlp", params={}, executor=executor,
                                 show_progress=False)
         t_there = time.perf_counter() - t0
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:  # the machine's own parallel speed-up
+        one = job.for_pair(TASKS[0], TASKS[1])
+        pool.submit(run_pair, one, TASKS[0], TASKS[1], 1).result()  # warm-up: imports in the worker
+        pool.submit(run_pair, one, TASKS[0], TASKS[1], 1).result()
+        t0 = time.perf_counter()
+        pool.submit(run_pair, one, TASKS[0], TASKS[1], 1).result()
+        t_one = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        both = [pool.submit(run_pair, one, TASKS[0], TASKS[1], 1) for _ in range(2)]
+        for f in both:
+            f.result()
+        t_two = time.perf_counter() - t0
     assert np.all(idle.off_diagonal() == 2.0), "the idle jobs must have carried both tasks of their pair"
     if not np.array_equal(here.values, there.values):
         raise SystemExit("the cluster's matrix differs from the one-process matrix: the fan-out changed the numbers")
@@ -88,6 +103,8 @@ def main() -> None:
     print(f"local cluster: {t_there:7.1f} s   ({t_there / n_pairs:.2f} s per pair)")
     print(f"speed-up (one process / cluster, measured side by side): {t_here / t_there:.2f}x")
     print(f"fan-out overhead (scheduling, shipping tasks and weights): {1e3 * t_idle / n_pairs:.0f} ms per pair")
+    print(f"the machine alone: one pair {t_one:.2f} s, two pairs at once in two processes {t_two:.2f} s: "
+          f"at most {2 * t_one / t_two:.2f}x from two processes")
     print("matrices equal bitwise: yes")
 
 
