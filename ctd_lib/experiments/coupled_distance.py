@@ -282,7 +282,7 @@ def ingredient_study(bank: TaskBank, source: str, target: str, *, model: str, ba
                      variants: dict) -> list:
     """Coupled against uncoupled distance for one pair, changing one ingredient at a time.
 
-    ``variants`` maps a label to a dict of :class:`~ctd_lib.coupled.CoupledConfig`
+    ``variants`` maps a label to a dict of :class:`~ctd_lib.task_distance.coupled.CoupledConfig`
     fields to change (the empty dict is the base configuration).
     """
     out = []

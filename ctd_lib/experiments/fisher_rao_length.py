@@ -238,7 +238,7 @@ def fim_study(data: TransferData, cfg: FisherRaoConfig, activations: Sequence[st
 
     For each trial a small network (pooled inputs, ``fim_hidden`` units; float64)
     is trained briefly on the source task, :math:`g(w)` is computed exactly
-    (:func:`~ctd_lib.geometry.fisher_matrix`), and :math:`dw` is the unit
+    (:func:`~ctd_lib.geometry.fim.fisher_matrix`), and :math:`dw` is the unit
     gradient direction of a fresh mini-batch scaled to each step size.
     """
     x = F.avg_pool2d(data.source.x.cpu(), cfg.fim_pool).double()

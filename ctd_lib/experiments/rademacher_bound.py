@@ -14,9 +14,9 @@ shared 2-way head), :func:`run_draw`
    one, with one fixed generator, so the same pairs move along :math:`\tau`; and
    *population samples*: ``n_population`` draws of the same kind from the
    held-out tasks (the whole ``test`` split of both tasks, coupled by the
-   feature-based block coupling :func:`~ctd_lib.coupled.initial_coupling`);
+   feature-based block coupling :func:`~ctd_lib.task_distance.coupled.initial_coupling`);
 3. measures the gap, the speed term :math:`S` and the loss change
-   :math:`\sum_k\delta_k` with :func:`~ctd_lib.rademacher.trajectory_gap`;
+   :math:`\sum_k\delta_k` with :func:`~ctd_lib.task_distance.rademacher.trajectory_gap`;
 4. at the instants ``rademacher_taus`` fits a linear head on fixed features
    (penultimate features of the draw's source model, plus a constant 1 for a
    bias) in the ball :math:`\|w\|\le r` and compares its measured gap with the
@@ -188,7 +188,7 @@ class RademacherCheckConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(self, k)) for k in NOTEBOOK_PARAMETERS)}
 
     def coupled_config(self, seed: int) -> CoupledConfig:
-        """The :class:`~ctd_lib.coupled.CoupledConfig` of both transfers, with ``K + 1`` cost checkpoints."""
+        """The :class:`~ctd_lib.task_distance.coupled.CoupledConfig` of both transfers, with ``K + 1`` cost checkpoints."""
         return CoupledConfig(steps=self.transfer_steps, lr=self.transfer_lr, batch_size=self.batch_size,
                              outer_iters=self.outer_iters, block_size=self.block_size,
                              interpolation=self.interpolation, cost_checkpoints=self.K + 1, seed=seed)
@@ -447,7 +447,7 @@ def run_check(config: RademacherCheckConfig | None = None, *, show_progress: boo
     r"""Every draw of :func:`run_draw`, aggregated into tails, bounds and curves (see :class:`RademacherCheck`).
 
     The tail is :math:`P(\frac1K\sum_k \mathrm{gap}_k > \epsilon)` over draws; ``bound`` is Theorem 5
-    (:func:`~ctd_lib.rademacher.theorem5_bound`, :math:`N` in the exponent unless ``n_in_exponent`` is
+    (:func:`~ctd_lib.task_distance.rademacher.theorem5_bound`, :math:`N` in the exponent unless ``n_in_exponent`` is
     False) with the trajectory term the
     mean coupled speed term :math:`S`, ``bound_loss_change`` the same with :math:`\sum_k\delta_k`.
 
