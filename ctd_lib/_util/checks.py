@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["check_choice", "check_count", "check_in_range", "check_nonnegative", "check_positive"]
+__all__ = ["check_choice", "check_count", "check_device", "check_in_range", "check_nonnegative", "check_positive"]
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
@@ -65,3 +65,15 @@ def check_in_range(name: str, value: Any, lo: float, hi: float) -> Any:
     if not (lo <= v <= hi):
         raise ValueError(f"{name}={value!r} is not valid; it must be a number in [{lo}, {hi}]")
     return value
+
+
+def check_device(name: str, device) -> str:
+    """``device`` if it is ``"cpu"``, or ``"cuda"``/``"cuda:N"`` with a CUDA device visible to torch; else a
+    one-line ValueError naming ``name``."""
+    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
+        raise ValueError(f"{name}={device!r} is not valid; use 'cpu' or 'cuda' (or 'cuda:N')")
+    import torch  # imported here: the checks are imported by modules that need no torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"{name}={device!r} was asked for but torch sees no CUDA device; use 'cpu'")
+    return device

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._util.checks import check_choice, check_count, check_nonnegative, check_positive
+from .._util.checks import check_choice, check_count, check_device, check_nonnegative, check_positive
 from ..data import TASKS, Task, fetch_mnist10k, make_task
 from ..geometry.sgd import accuracy, cross_entropy
 from ..models import MODEL_NAMES, make_model
@@ -316,16 +316,6 @@ def seed_spread(bank_fn, source: str, target: str, *, model: str, base: CoupledC
 # the chapter: configuration, steps, result, metrics and claims
 # ----------------------------------------------------------------------------
 
-DEVICE_HELP = "use 'cpu', or 'cuda' on a machine with a CUDA GPU"
-
-
-def _check_device(name: str, device) -> str:
-    """``device`` if it is ``"cpu"``, or ``"cuda"``/``"cuda:N"`` with a CUDA device visible to torch."""
-    if not isinstance(device, str) or not (device == "cpu" or (device.startswith("cuda") and torch.cuda.is_available())):
-        raise ValueError(f"{name}={device!r} is not valid here; {DEVICE_HELP}")
-    return device
-
-
 def _check_tasks(name: str, tasks, *, at_least: int = 2, exactly: int | None = None) -> tuple:
     """``tasks`` as a tuple of distinct registered task names, ``exactly`` or ``at_least`` many."""
     if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)):
@@ -407,7 +397,7 @@ class CoupledDistanceConfig:
             check_count("seeds", s)
         object.__setattr__(self, "seeds", tuple(self.seeds))
         check_count("seed", self.seed)
-        _check_device("device", self.device)
+        check_device("device", self.device)
         if self.cache_dir is not None and not isinstance(self.cache_dir, str):
             raise ValueError(f"cache_dir={self.cache_dir!r} is not valid; it must be a folder path or None")
         if not isinstance(self.scale, str) or not self.scale:

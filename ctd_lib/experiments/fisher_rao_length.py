@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._util.checks import check_choice, check_count, check_positive
+from .._util.checks import check_choice, check_count, check_device, check_positive
 from .._util.progress import progress
 from ..data import TASKS, Task, fetch_mnist10k, make_task
 from ..geometry.fim import fim_kl_check, fisher_matrix
@@ -155,10 +155,7 @@ class FisherRaoConfig:
             raise ValueError(f"refine_n={self.refine_n!r} is not valid; it must be at most the {n_target} "
                              f"target images (n_per_class x classes)")
         check_count("seed", self.seed)
-        if not isinstance(self.device, str) or not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ValueError(f"device={self.device!r} is not valid; use 'cpu' or 'cuda' (or 'cuda:N')")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device!r} was asked for but torch sees no CUDA device; use 'cpu'")
+        check_device("device", self.device)
         check_choice("scale", self.scale, SCALES)
 
     def parameters(self) -> dict:
