@@ -205,3 +205,43 @@ BAD = [
 def test_bad_input_raises_value_error_naming_the_argument(name, call):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def _block_tasks():
+    rng = np.random.default_rng(3)
+    xs, xt = rng.normal(size=(40, 3)), rng.normal(size=(40, 3)) + 1.0
+    plan = block_plan(feature_cost(xs, xt), match_blocks(xs, xt, 8), reg=0.1)
+    return xs, xt, plan
+
+
+def test_per_batch_block_sampling_draws_a_mini_batch_from_one_block():
+    xs, xt, plan = _block_tasks()
+    block_of_i = np.empty(40, dtype=int)
+    block_of_j = np.empty(40, dtype=int)
+    for k, (I, J) in enumerate(zip(plan.assignment.source_blocks, plan.assignment.target_blocks)):
+        block_of_i[I], block_of_j[J] = k, k
+    rng = np.random.default_rng(0)
+    seen = []
+    for _ in range(200):
+        i, j = plan.sample_pairs(16, rng, block_sampling="per_batch")
+        assert len(set(block_of_i[i])) == 1 and np.array_equal(block_of_i[i], block_of_j[j])
+        seen.append(block_of_i[i][0])
+    # blocks are drawn by their mass (here equal): every block appears, none dominates
+    counts = np.bincount(seen, minlength=plan.assignment.n_blocks)
+    assert counts.min() > 0 and counts.max() < 0.4 * len(seen)
+    # per_sample mixes blocks within one mini-batch (the check can fail: per_batch never does)
+    i, _ = plan.sample_pairs(16, np.random.default_rng(0), block_sampling="per_sample")
+    assert len(set(block_of_i[i])) > 1
+
+
+def test_per_batch_reaches_the_sampler_and_keeps_per_sample_draws_unchanged():
+    xs, xt, plan = _block_tasks()
+    ys, yt = np.zeros(40, dtype=int), np.ones(40, dtype=int)
+    a = make_sampler("displacement", xs, ys, xt, yt, plan, num_classes=2)(0.5, 16, np.random.default_rng(1))
+    b = make_sampler("displacement", xs, ys, xt, yt, plan, num_classes=2,
+                     block_sampling="per_sample")(0.5, 16, np.random.default_rng(1))
+    c = make_sampler("displacement", xs, ys, xt, yt, plan, num_classes=2,
+                     block_sampling="per_batch")(0.5, 16, np.random.default_rng(1))
+    assert torch.equal(a.x, b.x) and not torch.equal(a.x, c.x)
+    with pytest.raises(ValueError, match="block_sampling"):
+        make_sampler("displacement", xs, ys, xt, yt, plan, num_classes=2, block_sampling="per_block")

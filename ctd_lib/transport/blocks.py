@@ -196,13 +196,23 @@ class BlockPlan:
             P[np.ix_(I, J)] = p
         return P
 
-    def sample_pairs(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Draw ``n`` pairs (i, j) from the coupling: a block by its mass, then a pair by the block's entries."""
+    def sample_pairs(self, n: int, rng: np.random.Generator, *, block_sampling: str = "per_sample"
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``n`` pairs (i, j) from the coupling: a block by its mass, then a pair by the block's entries.
+
+        ``block_sampling="per_sample"`` draws a block for every pair; ``"per_batch"`` draws one block and
+        all ``n`` pairs inside it (Sec. 3.4 of [Gao & Chaudhari 2021]: the mini-batch at one instant comes
+        from one block). Both have the coupling as the law of a single pair.
+        """
         check_positive("n", n, integer=True)
+        check_choice("block_sampling", block_sampling, ("per_sample", "per_batch"))
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
         mass = np.array([p.sum() for p in self.plans])
-        blocks = rng.choice(len(self.plans), size=n, p=mass / mass.sum())
+        size = 1 if block_sampling == "per_batch" else n
+        blocks = rng.choice(len(self.plans), size=size, p=mass / mass.sum())
+        if block_sampling == "per_batch":
+            blocks = np.repeat(blocks, n)
         i, j = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
         for k in np.unique(blocks):
             where = np.flatnonzero(blocks == k)

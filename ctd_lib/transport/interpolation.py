@@ -105,13 +105,17 @@ def _check_draw(tau, n, rng) -> float:
     return float(tau)
 
 
-def _draw_pairs(coupling: Any, ns: int, nt: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` pairs (i, j) from a coupling: an :class:`OTPlan` or (ns, nt) array, a :class:`BlockPlan`, or index pairs."""
+def _draw_pairs(coupling: Any, ns: int, nt: int, n: int, rng: np.random.Generator,
+                block_sampling: str = "per_sample") -> tuple[np.ndarray, np.ndarray]:
+    """``n`` pairs (i, j) from a coupling: an :class:`OTPlan` or (ns, nt) array, a :class:`BlockPlan`, or index pairs.
+
+    ``block_sampling`` ("per_sample" or "per_batch") applies to a :class:`BlockPlan` only.
+    """
     if isinstance(coupling, BlockPlan):
         if (coupling.assignment.ns, coupling.assignment.nt) != (ns, nt):
             raise ValueError(f"pairs_or_plan couples {coupling.assignment.ns} to {coupling.assignment.nt} samples; "
                              f"the tasks have {ns} and {nt}")
-        return coupling.sample_pairs(n, rng)
+        return coupling.sample_pairs(n, rng, block_sampling=block_sampling)
     if isinstance(coupling, tuple) and len(coupling) == 2:  # explicit pairs: uniform over them
         i, j = (np.asarray(c) for c in coupling)
         if i.ndim != 1 or i.shape != j.shape or i.size == 0 or not np.issubdtype(i.dtype, np.integer) \
@@ -149,13 +153,15 @@ def _combine(tasks: _Tasks, i: np.ndarray, j: np.ndarray, t: np.ndarray) -> Inte
     return InterpolatedBatch(x, torch.as_tensor(y, dtype=torch.float32, device=dev))
 
 
-def _displacement(tasks: _Tasks, coupling, tau: float, n: int, rng: np.random.Generator) -> InterpolatedBatch:
-    i, j = _draw_pairs(coupling, tasks.xs.shape[0], tasks.xt.shape[0], n, rng)
+def _displacement(tasks: _Tasks, coupling, tau: float, n: int, rng: np.random.Generator,
+                  block_sampling: str = "per_sample") -> InterpolatedBatch:
+    i, j = _draw_pairs(coupling, tasks.xs.shape[0], tasks.xt.shape[0], n, rng, block_sampling)
     return _combine(tasks, i, j, np.full(n, tau))
 
 
-def _beta_mixup(tasks: _Tasks, coupling, tau: float, n: int, rng: np.random.Generator) -> InterpolatedBatch:
-    i, j = _draw_pairs(coupling, tasks.xs.shape[0], tasks.xt.shape[0], n, rng)
+def _beta_mixup(tasks: _Tasks, coupling, tau: float, n: int, rng: np.random.Generator,
+                block_sampling: str = "per_sample") -> InterpolatedBatch:
+    i, j = _draw_pairs(coupling, tasks.xs.shape[0], tasks.xt.shape[0], n, rng, block_sampling)
     t = rng.beta(tau, 1 - tau, size=n) if 0 < tau < 1 else np.full(n, tau)  # Beta(0, 1), Beta(1, 0): point masses
     return _combine(tasks, i, j, t)
 
@@ -256,30 +262,34 @@ class Interpolation:
     kind: str
     tasks: _Tasks
     coupling: Any = None
+    block_sampling: str = "per_sample"
 
     def __call__(self, tau: float, n: int, rng: np.random.Generator) -> InterpolatedBatch:
         tau = _check_draw(tau, n, rng)
         if self.kind == "mixture":
             return _mixture(self.tasks, tau, n, rng)
         run = _displacement if self.kind == "displacement" else _beta_mixup
-        return run(self.tasks, self.coupling, tau, n, rng)
+        return run(self.tasks, self.coupling, tau, n, rng, self.block_sampling)
 
 
 def make_sampler(kind: str, xs, ys, xt, yt, coupling=None, *, num_classes: int,
-                 device: str | torch.device = "cpu") -> Interpolation:
+                 device: str | torch.device = "cpu", block_sampling: str = "per_sample") -> Interpolation:
     """A sampler of the interpolated task of the given ``kind`` ("displacement", "beta-mixup" or "mixture").
 
     ``coupling`` (as ``pairs_or_plan`` of :func:`displacement_sample`) is required
-    for "displacement" and "beta-mixup" and ignored by "mixture".
+    for "displacement" and "beta-mixup" and ignored by "mixture". With a
+    :class:`~ctd_lib.transport.BlockPlan`, ``block_sampling="per_batch"`` draws every
+    pair of one call from a single block (Sec. 3.4); "per_sample" a block per pair.
 
     >>> s = make_sampler("mixture", np.zeros((3, 2)), [0, 1, 2], np.ones((4, 2)), [3, 3, 3, 3], num_classes=4)
     >>> s(1.0, 2, np.random.default_rng(0)).y.tolist()
     [[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0]]
     """
     check_choice("kind", kind, INTERPOLATIONS)
+    check_choice("block_sampling", block_sampling, ("per_sample", "per_batch"))
     tasks = _tasks(xs, ys, xt, yt, num_classes, device)
     if kind != "mixture":
         if coupling is None:
             raise ValueError(f"coupling is required for kind={kind!r}")
         _draw_pairs(coupling, tasks.xs.shape[0], tasks.xt.shape[0], 1, np.random.default_rng(0))  # validates it
-    return Interpolation(kind, tasks, coupling)
+    return Interpolation(kind, tasks, coupling, block_sampling)
