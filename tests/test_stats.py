@@ -372,3 +372,32 @@ def test_symmetrised_constant_names_the_symmetrised_matrix():
     A = hollow(3.0 + G - G.T)
     with pytest.raises(ValueError, match=r"^symmetrize\(A"):
         compare_distance_matrices(A, GOOD)
+
+
+def test_weighted_tau_rows_against_scipy_and_its_properties():
+    from scipy.stats import weightedtau
+
+    from ctd_lib.task_distance.stats import weighted_tau_rows
+    rng = np.random.default_rng(0)
+    A = rng.random((5, 5))
+    same = weighted_tau_rows(A, A)
+    np.testing.assert_allclose(same.per_row, 1.0)
+    rev = weighted_tau_rows(A, -A)  # every row in the opposite order
+    np.testing.assert_allclose(rev.per_row, -1.0)
+    B = rng.random((5, 5))
+    got = weighted_tau_rows(A, B)
+    keep = np.arange(5) != 2
+    assert got.per_row[2] == pytest.approx(weightedtau(-A[2, keep], -B[2, keep]).statistic, abs=1e-15)
+    assert got.mean == pytest.approx(got.per_row.mean())
+    # the diagonal is ignored
+    A2 = A.copy()
+    np.fill_diagonal(A2, 100.0)
+    np.testing.assert_array_equal(weighted_tau_rows(A2, B).per_row, got.per_row)
+    # the nearest targets weigh most: swapping the two nearest costs more than swapping the two farthest
+    ref = np.tile(np.arange(5.0), (5, 1))
+    near, far = ref.copy(), ref.copy()
+    near[0, [1, 2]] = near[0, [2, 1]]
+    far[0, [3, 4]] = far[0, [4, 3]]
+    assert weighted_tau_rows(near, ref).per_row[0] < weighted_tau_rows(far, ref).per_row[0] < 1
+    with pytest.raises(ValueError, match="reference"):
+        weighted_tau_rows(A, np.zeros((4, 4)))

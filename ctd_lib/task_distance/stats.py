@@ -54,7 +54,8 @@ from .._util.checks import check_choice, check_positive
 
 __all__ = [
     "ALTERNATIVES", "DistanceComparison", "MAX_EXACT_LIMIT", "METHODS", "MantelResult", "SYMMETRIZE_HOW",
-    "TIE_TOL", "compare_distance_matrices", "mantel_asymmetric", "mantel_symmetric", "normalized_r", "symmetrize"
+    "RowRankAgreement", "TIE_TOL", "compare_distance_matrices", "mantel_asymmetric", "mantel_symmetric", "normalized_r",
+    "symmetrize", "weighted_tau_rows"
 ]
 
 METHODS = ("pearson", "spearman")
@@ -531,3 +532,43 @@ def compare_distance_matrices(
         (f"symmetrize(A, {how!r})", f"symmetrize(B, {how!r})"),
     )
     return DistanceComparison(asymmetric=asym, symmetrized=sym, how=how)
+
+
+@dataclass(frozen=True)
+class RowRankAgreement:
+    """Weighted Kendall tau of each source row of a distance matrix against a reference (:func:`weighted_tau_rows`)."""
+
+    per_row: np.ndarray  # (n,) one tau per source task (nan where a row is constant)
+    mean: float  # mean over the rows that have one
+
+    @property
+    def n_rows(self) -> int:
+        return int(np.isfinite(self.per_row).sum())
+
+
+def weighted_tau_rows(D, reference) -> RowRankAgreement:
+    r"""Per source row, the weighted Kendall tau between a distance and a reference distance.
+
+    For source :math:`i`, the targets :math:`j \ne i` are ranked by :math:`d_{ij}` and by the reference
+    (e.g. the fine-tuning distance), and :func:`scipy.stats.weightedtau` compares the two rankings with
+    its hyperbolic weights, which make agreement on the *nearest* targets count most (both distances are
+    negated, since scipy weighs the largest values most). This is the protocol of the
+    transferability-estimation literature (LogME, SFDA: a ranking of candidates per task, averaged),
+    beside the Mantel test of Sec. 5.3, which compares all entries at once.
+
+    Parameters
+    ----------
+    D, reference : (n, n) matrices with finite off-diagonal entries, rows are sources; the diagonal is ignored.
+    """
+    A, B = _pair(D, reference, ("D", "reference"))
+    n = A.shape[0]
+    if n < 3:
+        raise ValueError(f"D must have at least 3 tasks for a ranking of 2 or more targets per row; got {n}")
+    taus = np.full(n, np.nan)
+    for i in range(n):
+        keep = np.arange(n) != i
+        a, b = A[i, keep], B[i, keep]
+        if np.ptp(a) > 0 and np.ptp(b) > 0:
+            taus[i] = float(sps.weightedtau(-a, -b).statistic)
+    ok = np.isfinite(taus)
+    return RowRankAgreement(per_row=taus, mean=float(taus[ok].mean()) if ok.any() else float("nan"))
