@@ -30,7 +30,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 NAMES = ["mnist10k-01", "mnist10k-23", "mnist10k-45"]
 STUDY = StudyConfig(n_per_class=12, n_val_per_class=6, source_steps=20, batch_size=16, finetune_steps=20,
                     task2vec_samples=20, w2_samples=20)
-COUPLED = CoupledConfig(steps=16, lr=0.05, batch_size=16, outer_iters=2, block_size=8, cost_checkpoints=4, seed=0)
+COUPLED = CoupledConfig(steps=16, lr=0.05, batch_size=16, outer_iters=2, block_size=8, length_checkpoints=3, seed=0)
 
 
 def slow_pair(s: str, t: str) -> tuple[float, dict]:

@@ -17,7 +17,7 @@ import torch
 
 import ctd_lib.task_distance.coupled as coupled
 from ctd_lib.data import make_task
-from ctd_lib.geometry.length import flat_parameters, kl_categorical, set_flat_parameters
+from ctd_lib.geometry.length import flat_parameters, kl_categorical, path_length, set_flat_parameters
 from ctd_lib.models import make_model
 from ctd_lib.task_distance.coupled import (
     CoupledConfig,
@@ -31,7 +31,7 @@ from ctd_lib.task_distance.coupled import (
     uncoupled_transfer_distance,
 )
 
-BASE = dict(steps=30, lr=0.05, batch_size=16, block_size=10, cost_checkpoints=4, seed=0)
+BASE = dict(steps=30, lr=0.05, batch_size=16, block_size=10, length_checkpoints=3, seed=0)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -93,7 +93,7 @@ def test_trajectory_log_taus(run3):
     for log in res.logs:
         assert log.tau[0] == 0.0 and log.tau[-1] == 1.0 and np.all(np.diff(log.tau) > 0)
         assert log.checkpoint_tau[0] == 0.0 and log.checkpoint_tau[-1] == 1.0
-        assert len(log.checkpoints) == len(log.checkpoint_tau) == len(log.checkpoint_buffers) == BASE["cost_checkpoints"]
+        assert len(log.checkpoints) == len(log.checkpoint_tau) == len(log.checkpoint_buffers) == BASE["length_checkpoints"] + 1
 
 
 # ----------------------------------------------------------------------------
@@ -294,7 +294,7 @@ def test_dropout_reproducible_and_masks_shared(tasks):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(), torch.nn.Dropout(0.3),
                               torch.nn.Linear(32, 10))
-    cfg = CoupledConfig(**{**BASE, "steps": 20, "lr": 1e-7, "cost_checkpoints": 2})
+    cfg = CoupledConfig(**{**BASE, "steps": 20, "lr": 1e-7, "length_checkpoints": 1})
     torch.manual_seed(0)
     r1 = uncoupled_transfer_distance(*tasks, net, cfg)
     torch.manual_seed(99)
@@ -379,16 +379,187 @@ def test_mismatched_tasks_raise(tasks, source_model, fn):
 @pytest.mark.parametrize("field, value", [
     ("outer_iters", 0), ("tol", 0.0), ("tol", -0.1), ("interpolation", "mixture"), ("schedule", "cosine"),
     ("convention", "euclidean"), ("steps", 1), ("block_size", 0), ("reg", 0.0), ("prox_lam", -1.0),
-    ("cost_checkpoints", 1), ("initial_cost", "resnet"),
+    ("length_checkpoints", 0), ("length_checkpoints", 301), ("initial_cost", "resnet"),
+    ("length_estimator", "exact"), ("length_inputs", "test"), ("length_samples", 0), ("block_sampling", "per_block"),
+    ("momentum", -0.1), ("weight_decay", -1.0),
 ])
 def test_bad_config_names_the_argument(field, value):
-    args = {field: value, **({"cost_checkpoints": 2} if field == "steps" else {})}  # only steps is wrong
+    args = {field: value, **({"length_checkpoints": 1} if field == "steps" else {})}  # only steps is wrong
     with pytest.raises(ValueError, match=rf"\b{field}="):
         CoupledConfig(**args)
 
 
-def test_authors_scale():
-    assert authors_scale(7.3) == pytest.approx(7.3 / (100 * math.sqrt(2)), rel=1e-15)
-    assert authors_scale(7.3, checkpoints=10) == pytest.approx(7.3 / (10 * math.sqrt(2)), rel=1e-15)
-    with pytest.raises(ValueError, match="checkpoints"):
-        authors_scale(1.0, checkpoints=0)
+def test_authors_scale_is_exact_for_the_polyline(tasks, source_model):
+    """Their number, sum over chords of sqrt(E KL) / chords, computed by hand on a trajectory's checkpoints."""
+    cfg = CoupledConfig(**{**BASE, "length_checkpoints": 5})
+    _, log = coupled.run_trajectory(source_model, *tasks, cfg, kind="mixture", plan=None, seed=3)
+    x = torch.cat([tasks[0].x, tasks[1].x])
+    net = copy.deepcopy(source_model).eval()
+    chords = []
+    for a, b in zip(log.checkpoints[:-1], log.checkpoints[1:]):
+        set_flat_parameters(net, a)
+        pa = net(x).detach()
+        set_flat_parameters(net, b)
+        chords.append(float(kl_categorical(pa.double(), net(x).detach().double()).mean().sqrt()))
+    theirs = sum(chords) / 5
+    ours = path_length(net, log.checkpoints, x).manifold
+    assert authors_scale(ours, 5) == pytest.approx(theirs, rel=1e-12)
+    assert authors_scale(ours, 4) != pytest.approx(theirs, rel=1e-3)  # the chord count matters
+    with pytest.raises(ValueError, match="chords"):
+        authors_scale(1.0, 0)
+
+
+# ----------------------------------------------------------------------------
+# the length estimators
+# ----------------------------------------------------------------------------
+
+
+def _val(tasks):
+    sv = make_task("mnist10k-01", split="test", n_per_class=8, seed=0)
+    tv = make_task("mnist10k-23", split="test", n_per_class=8, seed=0)
+    return sv, tv
+
+
+def test_polyline_through_every_step_equals_the_per_step_length(tasks, source_model):
+    """On one fixed input set, checkpoints at every step give the per-step estimator, and both match
+    geometry.path_length through the saved checkpoints (an independent computation)."""
+    sv, tv = _val(tasks)
+    val = (sv, tv, None)
+    steps = 12
+    every = CoupledConfig(**{**BASE, "steps": steps, "length_checkpoints": steps, "length_inputs": "held_out",
+                             "length_samples": 16})
+    per = dataclasses.replace(every, length_estimator="per_step", length_checkpoints=3)
+    m1, l1 = coupled.run_trajectory(source_model, *tasks, every, kind="mixture", plan=None, val=val, seed=1)
+    m2, l2 = coupled.run_trajectory(source_model, *tasks, per, kind="mixture", plan=None, val=val, seed=1)
+    assert torch.equal(flat_parameters(m1), flat_parameters(m2))  # the estimator does not change the trajectory
+    assert l1.length.steps == l2.length.steps == steps
+    assert l1.length.manifold == pytest.approx(l2.length.manifold, rel=1e-12)
+    assert l1.length.per_sample == pytest.approx(l2.length.per_sample, rel=1e-12)
+    x = coupled.held_out_inputs(sv, tv, 16, seed=1)
+    net = copy.deepcopy(source_model).eval()
+    ref = path_length(net, l1.checkpoints, x)
+    assert l1.length.manifold == pytest.approx(ref.manifold, rel=1e-9)
+    assert l1.length.euclidean == pytest.approx(ref.euclidean, rel=1e-6)
+    # the per-step length on each step's mini-batch is another quantity (different inputs, train mode)
+    assert l1.per_step_length.manifold != pytest.approx(l1.length.manifold, rel=1e-3)
+
+
+def test_polyline_through_two_checkpoints_is_the_chord(tasks, source_model):
+    sv, tv = _val(tasks)
+    cfg = CoupledConfig(**{**BASE, "length_checkpoints": 1, "length_inputs": "held_out", "length_samples": 16})
+    model, log = coupled.run_trajectory(source_model, *tasks, cfg, kind="mixture", plan=None, val=(sv, tv, None),
+                                        seed=2)
+    x = coupled.held_out_inputs(sv, tv, 16, seed=2)
+    with torch.no_grad():
+        kl = kl_categorical(source_model.eval()(x).double(), model.eval()(x).double())
+    assert log.length.steps == 1
+    assert log.length.manifold == pytest.approx(float((2 * kl.clamp_min(0).mean()).sqrt()), rel=1e-9)
+    assert log.length.per_sample == pytest.approx(float((2 * kl.clamp_min(0)).sqrt().mean()), rel=1e-9)
+
+
+def test_interpolated_inputs_follow_the_chords_tau(tasks, source_model):
+    """"interpolated" chords are measured on points of p_tau: different inputs (and length) than held-out ones,
+    reproducible with the seed, and the per-step estimator on them differs from the coarse polyline."""
+    cfg = CoupledConfig(**{**BASE, "length_checkpoints": 5, "length_samples": 32})
+    plan = initial_coupling(source_model, *tasks, cfg)
+    _, a = coupled.run_trajectory(source_model, *tasks, cfg, kind="displacement", plan=plan, seed=4)
+    _, b = coupled.run_trajectory(source_model, *tasks, cfg, kind="displacement", plan=plan, seed=4)
+    assert a.length.manifold == b.length.manifold and a.length.steps == 5
+    _, c = coupled.run_trajectory(source_model, *tasks, dataclasses.replace(cfg, length_estimator="per_step"),
+                                  kind="displacement", plan=plan, seed=4)
+    assert c.length.steps == BASE["steps"] and c.length.manifold > a.length.manifold
+
+
+def test_per_step_batch_is_the_old_estimator(tasks, source_model):
+    """length_estimator="per_step", length_inputs="batch": the reported length is the per-step meter."""
+    cfg = CoupledConfig(**{**BASE, "length_estimator": "per_step", "length_inputs": "batch"})
+    _, log = coupled.run_trajectory(source_model, *tasks, cfg, kind="mixture", plan=None, seed=5)
+    assert log.length is log.per_step_length
+    assert log.length.steps == BASE["steps"]
+    # the Euclidean length sums |dw| per step: at least the straight-line distance from start to end
+    end_to_end = float((log.checkpoints[-1] - log.checkpoints[0]).norm())
+    assert log.length.euclidean >= end_to_end > 0
+
+
+def test_held_out_inputs_need_held_out_data(tasks, source_model):
+    cfg = CoupledConfig(**{**BASE, "length_inputs": "held_out"})
+    with pytest.raises(ValueError, match="held_out"):
+        coupled.run_trajectory(source_model, *tasks, cfg, kind="mixture", plan=None)
+
+
+def _two_layer(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+
+
+def test_straight_line_length_does_not_depend_on_spacing():
+    """A deterministic straight path in weight space: its polyline length is the same at any spacing (1%)."""
+    net = _two_layer()
+    x = torch.randn(64, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    w0 = flat_parameters(net)
+    w1 = w0 + 0.05 * torch.randn(w0.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lengths = [path_length(net, [w0 + (w1 - w0) * k / n for k in range(n + 1)], x).manifold for n in (2, 5, 20, 100)]
+    assert max(lengths) / min(lengths) - 1 < 0.01
+    with torch.no_grad():
+        set_flat_parameters(net, w0)
+        curved = [w0 + (w1 - w0) * k / 20 + 0.05 * math.sin(math.pi * k / 20) * torch.ones_like(w0) for k in range(21)]
+    assert path_length(net, curved, x).manifold > 1.01 * lengths[-1]  # a detour is longer: the check can fail
+
+
+def test_gradient_descent_length_converges_as_the_spacing_shrinks():
+    net = _two_layer()
+    x = torch.randn(64, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 3, (64,), generator=torch.Generator().manual_seed(2))
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    logits = []
+    for _ in range(64):
+        with torch.no_grad():
+            logits.append(net(x).clone())
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    with torch.no_grad():
+        logits.append(net(x).clone())
+    L = [coupled.polyline_from_logits(torch.stack(logits), c).manifold for c in (4, 8, 16, 32, 64)]
+    gaps = np.abs(np.diff(L))
+    assert np.all(gaps[1:] < gaps[:-1])  # successive refinements change it less and less
+    assert gaps[-1] / L[-1] < 0.01
+
+
+def test_polyline_from_logits_checks_its_input():
+    with pytest.raises(ValueError, match="logits"):
+        coupled.polyline_from_logits(torch.zeros(1, 3, 2), 1)
+    with pytest.raises(ValueError, match="chords"):
+        coupled.polyline_from_logits(torch.zeros(5, 3, 2), 5)
+
+
+def test_arcsine_schedule_is_symmetric_and_ends_on_the_target():
+    steps = 41
+    taus = np.array([tau_at(s, steps, "arcsine") for s in range(steps)])
+    assert taus[-1] == 1.0 and taus[0] == 0.0
+    np.testing.assert_allclose(taus + taus[::-1], 1.0, atol=1e-15)
+    lin = np.array([tau_at(s, steps, "linear") for s in range(steps)])
+    assert not np.allclose(taus, lin)  # and it is not the linear schedule
+
+
+def test_authors_preset():
+    cfg = CoupledConfig.authors()
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size) == (8e-4, 0.9, 5e-4, 20)
+    assert (cfg.schedule, cfg.interpolation, cfg.block_sampling, cfg.block_size) == ("arcsine", "displacement",
+                                                                                   "per_batch", 25)
+    assert (cfg.steps, cfg.length_estimator, cfg.length_checkpoints) == (20000, "checkpoints", 100)
+    assert CoupledConfig.authors(steps=400).steps == 400
+    with pytest.raises(ValueError, match="batchsize"):
+        CoupledConfig.authors(batchsize=3)
+
+
+def test_trajectory_uses_momentum_and_weight_decay(tasks, source_model):
+    """The optimiser's settings reach the trajectory: each changes the final weights."""
+    ends = []
+    for extra in ({}, {"momentum": 0.9}, {"weight_decay": 0.1}):
+        m, _ = coupled.run_trajectory(source_model, *tasks, CoupledConfig(**{**BASE, **extra}), kind="mixture",
+                                      plan=None, seed=0)
+        ends.append(flat_parameters(m))
+    assert not torch.equal(ends[0], ends[1]) and not torch.equal(ends[0], ends[2])
+
+

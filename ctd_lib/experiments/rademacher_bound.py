@@ -188,10 +188,15 @@ class RademacherCheckConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(self, k)) for k in NOTEBOOK_PARAMETERS)}
 
     def coupled_config(self, seed: int) -> CoupledConfig:
-        """The :class:`~ctd_lib.task_distance.coupled.CoupledConfig` of both transfers, with ``K + 1`` cost checkpoints."""
+        """The :class:`~ctd_lib.task_distance.coupled.CoupledConfig` of both transfers, with ``K + 1`` checkpoints.
+
+        Theorem 5's speed term is the per-sample length of the trajectory as the step shrinks, so this
+        chapter keeps the per-step line element on each mini-batch (``length_estimator="per_step"``).
+        """
         return CoupledConfig(steps=self.transfer_steps, lr=self.transfer_lr, batch_size=self.batch_size,
                              outer_iters=self.outer_iters, block_size=self.block_size,
-                             interpolation=self.interpolation, cost_checkpoints=self.K + 1, seed=seed)
+                             interpolation=self.interpolation, length_checkpoints=self.K,
+                             length_estimator="per_step", length_inputs="batch", seed=seed)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -35,11 +35,25 @@ Choices where the paper is silent or ambiguous, each a field of
   prox_growth=5`` are the defaults.
 * Training samples use Beta-mixup (coefficient :math:`t \sim
   \mathrm{Beta}(\tau, 1-\tau)`, Sec. 3.4) by default, or plain displacement
-  interpolation; the ground cost (12b) is always evaluated on the displacement
-  points :math:`x^{ij}_\tau`, at ``cost_checkpoints`` instants, in eval mode.
+  interpolation (the authors' code: their Beta sampling is unused); a mini-batch draws
+  a block per sample (``block_sampling="per_sample"``) or all of it inside one block
+  (``"per_batch"``, Sec. 3.4).
+* **The length estimator** (``length_estimator``, ``length_checkpoints``,
+  ``length_inputs``; :func:`run_trajectory`). A per-step line element on each step's
+  own mini-batch is mostly SGD noise, which cancels over 10-20 steps and grows the
+  length linearly with the number of steps; the ``"checkpoints"`` polyline (the
+  authors' estimator, a chord every 200 of their 20,000 steps) measures the part that
+  survives. The reported distance, the ground cost (12b), the self-distance and the
+  uncoupled distance all use the same checkpoints; the per-step length on the
+  mini-batch is kept beside in every log.
+* The ground cost (12b) is integrated over the same chords on every pair of every
+  block (the displacement points :math:`x^{ij}_\tau`), in eval mode. Sec. 3.4
+  evaluates it "only on this mini-batch"; with blocks of 25 and far fewer steps than
+  the authors', most pairs would never be seen, so it is not offered.
 * The reported distance uses ``convention`` ("manifold":
   :math:`\int\sqrt{\mathbb{E}_x 2\mathrm{KL}}`, or "per_sample":
   :math:`\int\mathbb{E}_x\sqrt{2\mathrm{KL}}`, as printed in Eq. 11); both are kept.
+* :data:`AUTHORS_PRESET` (and :meth:`CoupledConfig.authors`) are the authors' settings.
 """
 from __future__ import annotations
 
@@ -79,14 +93,30 @@ from ..transport.interpolation import make_sampler
 from ..transport.proximal import proximal_plan
 
 __all__ = [
-    "CoupledConfig", "INITIAL_COSTS", "INTERPOLATIONS", "SCHEDULES", "TrajectoryLog", "TransferResult",
+    "AUTHORS_PRESET", "BLOCK_SAMPLINGS", "CoupledConfig", "INITIAL_COSTS", "INTERPOLATIONS", "LENGTH_ESTIMATORS",
+    "LENGTH_INPUTS", "SCHEDULES", "TrajectoryLog", "TransferResult",
     "authors_scale", "coupled_transfer_distance", "initial_coupling", "pair_kl_cost", "penultimate_features",
-    "proximal_update", "run_trajectory", "tau_at", "train_source_model", "uncoupled_transfer_distance"
+    "checkpoint_steps", "held_out_inputs", "polyline_from_logits", "proximal_update", "run_trajectory", "tau_at", "train_source_model", "uncoupled_transfer_distance"
 ]
 
 INTERPOLATIONS = ("beta-mixup", "displacement")
 SCHEDULES = ("linear", "arcsine")
 INITIAL_COSTS = ("features", "pixels")
+BLOCK_SAMPLINGS = ("per_sample", "per_batch")
+LENGTH_ESTIMATORS = ("per_step", "checkpoints")
+LENGTH_INPUTS = ("batch", "held_out", "interpolated")
+
+#: The transfer settings of the authors' code (see the seeds' README): SGD with lr 8e-4, momentum 0.9,
+#: weight decay 5e-4 and batch 20 for 20,000 steps, a checkpoint every 200 steps (100 chords), tau on a
+#: deterministic arcsine-shaped schedule, displacement samples (their Beta sampling is unused), blocks of
+#: 25 with each mini-batch drawn inside one block (Sec. 3.4), the proximal weight 0.05 * 5^k over four
+#: outer iterations.
+AUTHORS_PRESET: dict = {
+    "steps": 20000, "lr": 8e-4, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 20, "outer_iters": 4,
+    "block_size": 25, "block_sampling": "per_batch", "prox_lam": 0.05, "prox_growth": 5.0,
+    "interpolation": "displacement", "schedule": "arcsine", "length_estimator": "checkpoints",
+    "length_checkpoints": 100,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,7 +124,7 @@ class CoupledConfig:
     """Configuration of the coupled (and uncoupled) transfer process."""
 
     steps: int = 300  # SGD steps of one trajectory, tau from 0 to 1 (Eq. 12c)
-    lr: float = 0.05  # learning rate, the d tau of Eq. (12c)
+    lr: float = 0.05  # SGD learning rate (tau advances by 1/(steps - 1) per step, whatever lr is)
     momentum: float = 0.0  # SGD momentum (the authors use 0.9)
     weight_decay: float = 0.0  # SGD weight decay (the authors use 5e-4)
     batch_size: int = 32  # interpolated samples per SGD step
@@ -102,20 +132,24 @@ class CoupledConfig:
     tol: float = 0.01  # stop early when the distance changes by less than this fraction
     block_size: int = 30  # B, the largest block of the block-diagonal coupling (Sec. 3.4)
     block_match: str = "centroid"  # how source and target blocks are matched (transport.match_blocks)
+    block_sampling: str = "per_sample"  # a block per sample, or "per_batch": one block per mini-batch (Sec. 3.4)
     reg: float = 0.05  # entropic epsilon relative to the median cost of each block
     prox_lam: float = 0.05  # dimensionless proximal weight of Eq. (12a) at k = 1 (see module doc)
     prox_growth: float = 5.0  # lambda_k = prox_lam * prox_growth**(k-1), as the authors' 0.05 * 5^k
     interpolation: str = "beta-mixup"  # training samples: "beta-mixup" (Sec. 3.4) or "displacement" (Eq. 12d)
     schedule: str = "linear"  # tau over steps: "linear" or "arcsine" (the authors' code)
     convention: str = "manifold"  # which Fisher-Rao length is the reported distance
-    cost_checkpoints: int = 10  # instants at which the ground cost (12b) is integrated
+    length_estimator: str = "checkpoints"  # a "checkpoints" polyline, or "per_step" line elements (module doc)
+    length_checkpoints: int = 10  # chords of the polyline; the ground cost (12b) is integrated over the same chords
+    length_inputs: str = "interpolated"  # where the line element is evaluated: "interpolated", "held_out" or "batch"
+    length_samples: int = 256  # inputs per chord for "held_out" and "interpolated"
     initial_cost: str = "features"  # ground cost of Gamma^0: penultimate features or pixels
-    eval_every: int = 0  # log train/held-out loss on the interpolated task every k steps (0: at cost checkpoints)
+    eval_every: int = 0  # log train/held-out loss on the interpolated task every k steps (0: at the checkpoints)
     seed: int = 0  # seeds sampling of pairs, Beta draws and mini-batches
     device: str = "cpu"  # where the model and data live
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "outer_iters", "block_size", "cost_checkpoints"):
+        for name in ("steps", "batch_size", "outer_iters", "block_size", "length_checkpoints", "length_samples"):
             check_positive(name, getattr(self, name), integer=True)
         for name in ("lr", "tol", "reg"):
             check_positive(name, getattr(self, name))
@@ -127,13 +161,25 @@ class CoupledConfig:
         check_choice("convention", self.convention, CONVENTIONS)
         check_choice("initial_cost", self.initial_cost, INITIAL_COSTS)
         check_choice("block_match", self.block_match, ("centroid", "sorted", "random"))
+        check_choice("block_sampling", self.block_sampling, BLOCK_SAMPLINGS)
+        check_choice("length_estimator", self.length_estimator, LENGTH_ESTIMATORS)
+        check_choice("length_inputs", self.length_inputs, LENGTH_INPUTS)
         if self.steps < 2:
             raise ValueError(f"steps={self.steps!r} is not valid; it must be >= 2 "
                              "(tau = 0 at the first step and 1 at the last)")
-        if self.cost_checkpoints < 2 or self.cost_checkpoints > self.steps + 1:
-            raise ValueError(f"cost_checkpoints={self.cost_checkpoints!r} must be in [2, steps + 1]")
+        if self.length_checkpoints > self.steps:
+            raise ValueError(f"length_checkpoints={self.length_checkpoints!r} is not valid; it must be in "
+                             f"[1, steps] = [1, {self.steps}] (chords between checkpoints at least one step apart)")
         if not isinstance(self.eval_every, int) or self.eval_every < 0:
             raise ValueError(f"eval_every={self.eval_every!r} must be an integer >= 0")
+
+    @classmethod
+    def authors(cls, **overrides) -> CoupledConfig:
+        """The authors' settings (:data:`AUTHORS_PRESET`, from their code), with ``overrides`` on top."""
+        unknown = sorted(set(overrides) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"overrides {unknown} are not fields of CoupledConfig")
+        return cls(**{**AUTHORS_PRESET, **overrides})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -258,37 +304,79 @@ class TrajectoryLog:
 
     tau: np.ndarray  # (steps,) interpolation time of each SGD step
     loss: np.ndarray  # (steps,) training loss of each mini-batch
-    length: TrajectoryLength  # Fisher-Rao length (both conventions) and |dw|
+    length: TrajectoryLength  # the reported length (CoupledConfig.length_estimator and length_inputs), both conventions
+    per_step_length: TrajectoryLength  # per-step line elements on each step's own mini-batch, always kept beside
     eval_tau: np.ndarray  # times at which train/held-out losses were evaluated
     eval_train_loss: np.ndarray  # loss on fresh interpolated samples of the training data
     eval_val_loss: np.ndarray  # loss on interpolated held-out samples (nan without held-out data)
-    checkpoints: list = field(repr=False)  # flat weights at the cost checkpoints
+    checkpoints: list = field(repr=False)  # flat weights at the checkpoints (length_checkpoints + 1 of them)
     checkpoint_tau: list = field(repr=False)
     checkpoint_buffers: list = field(default_factory=list, repr=False)  # buffers (BN statistics) at each checkpoint
+    checkpoint_steps: list = field(default_factory=list, repr=False)  # the SGD step of each checkpoint
+    recorded_logits: torch.Tensor | None = field(default=None, repr=False)  # (steps+1, N, C) on ``record_inputs``
 
 
-def _sampler(kind: str, xs, ys, xt, yt, plan, num_classes: int, device: str):
+def _sampler(kind: str, xs, ys, xt, yt, plan, num_classes: int, device: str, block_sampling: str = "per_sample"):
     return make_sampler(kind, xs, ys, xt, yt, None if kind == "mixture" else plan, num_classes=num_classes,
-                        device=device)
+                        device=device, block_sampling=block_sampling)
+
+
+def checkpoint_steps(steps: int, chords: int) -> list:
+    """The SGD steps of the ``chords + 1`` checkpoints, evenly spaced from 0 to ``steps`` (both included)."""
+    check_positive("steps", steps, integer=True)
+    check_positive("chords", chords, integer=True)
+    if chords > steps:
+        raise ValueError(f"chords={chords!r} must be at most steps={steps!r}")
+    return np.linspace(0, steps, chords + 1).round().astype(int).tolist()
+
+
+def held_out_inputs(source_val: Task, target_val: Task, n: int, seed: int) -> torch.Tensor:
+    """A fixed set of ``n`` held-out inputs, half from each task's held-out split (drawn once with ``seed``)."""
+    rng = np.random.default_rng([seed, 2731])
+    ns = n // 2
+    i = rng.choice(source_val.x.shape[0], size=ns, replace=ns > source_val.x.shape[0])
+    j = rng.choice(target_val.x.shape[0], size=n - ns, replace=n - ns > target_val.x.shape[0])
+    return torch.cat([source_val.x[torch.as_tensor(i)], target_val.x[torch.as_tensor(j, device=target_val.x.device)]])
 
 
 def run_trajectory(
     source_model: nn.Module, source: Task, target: Task, cfg: CoupledConfig, *, kind: str, plan: BlockPlan | None,
     val: tuple | None = None, seed: int = 0, desc: str = "trajectory", show_progress: bool | None = None,
+    record_inputs: torch.Tensor | None = None,
 ) -> tuple[nn.Module, TrajectoryLog]:
-    """Eq. (12c) (``kind`` "beta-mixup" or "displacement") or Eq. (10) (``kind`` "mixture").
+    r"""Eq. (12c) (``kind`` "beta-mixup" or "displacement") or Eq. (10) (``kind`` "mixture"), and its length.
 
-    Starts from a copy of ``source_model``; SGD on samples of the interpolated
-    task at :math:`\\tau` = :func:`tau_at`, with the Fisher-Rao line element of
-    every step measured on its mini-batch. ``val`` = (source_val, target_val,
-    val_plan) gives held-out interpolated samples for the loss curves.
+    Starts from a copy of ``source_model``; SGD (``lr``, ``momentum``, ``weight_decay``) on
+    mini-batches of the interpolated task at :math:`\tau` = :func:`tau_at`. ``val`` =
+    (source_val, target_val, val_plan) gives held-out interpolated samples for the loss curves
+    and the inputs of ``length_inputs="held_out"``.
 
-    ``seed`` fixes everything random: pairs, Beta draws and mini-batches (numpy
-    generators) and dropout masks (torch's generator, forked so the caller's
-    state is untouched). With dropout, the measuring forward reuses the
-    training forward's masks, so the line element compares :math:`p_w` and
-    :math:`p_{w+dw}` as one function of the input, not two random masks.
+    The length (Eq. 11, both conventions) is measured by ``cfg.length_estimator``:
+
+    ``"checkpoints"``
+        the polyline through the ``length_checkpoints + 1`` checkpoints :math:`w_m` at steps
+        :math:`s_m` (:func:`checkpoint_steps`), the authors' estimator:
+        :math:`L = \sum_m \sqrt{\mathbb{E}_{x\in X_m} 2\mathrm{KL}[p_{w_m}(\cdot|x), p_{w_{m+1}}(\cdot|x)]}`,
+        in eval mode. The inputs :math:`X_m` of chord :math:`m` (``length_inputs``): ``"interpolated"``,
+        ``length_samples`` points of the interpolated task at :math:`\tau(s_m)` (displacement points on the
+        coupling, or mixture draws; Eq. 11's expectation over :math:`\hat p_\tau`); ``"held_out"``, one fixed
+        set of held-out inputs (:func:`held_out_inputs`); ``"batch"``, the mini-batch of step :math:`s_m`.
+    ``"per_step"``
+        the same sum with a chord per SGD step. With ``"batch"`` it is the line element of each step on its
+        own mini-batch in train mode (batch-norm statistics frozen, the training forward's dropout masks);
+        the other inputs are drawn per step as above, in eval mode.
+
+    The per-step length on the mini-batch is always kept beside (``per_step_length``), as are the weights at
+    the checkpoints (the ground cost of Eq. 12b is integrated over the same chords). ``record_inputs``
+    (optional, (N, ...)) stores the eval-mode logits on those inputs after every step, for the study of
+    the length against the checkpoint spacing (:func:`polyline_from_logits`).
+
+    ``seed`` fixes everything random: pairs, Beta draws and mini-batches (numpy generators), the inputs of
+    every chord (a generator per chord's first step), dropout masks (torch's generator, forked so the
+    caller's state is untouched).
     """
+    if cfg.length_inputs == "held_out" and val is None:
+        raise ValueError("length_inputs='held_out' needs held-out data: pass source_val and target_val")
     dev = torch.device(cfg.device)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.random.default_generator.manual_seed(seed)  # not torch.manual_seed: other devices stay as they were
@@ -296,27 +384,66 @@ def run_trajectory(
             with torch.cuda.device(dev):
                 torch.cuda.manual_seed(seed)
         return _run_trajectory(source_model, source, target, cfg, kind=kind, plan=plan, val=val, seed=seed,
-                               desc=desc, show_progress=show_progress)
+                               desc=desc, show_progress=show_progress, record_inputs=record_inputs)
 
 
-def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed, desc, show_progress):
+class _Chords:
+    """The polyline meter: logits of :math:`w_m` on the chord's inputs, completed by :math:`w_{m+1}` on the same inputs."""
+
+    def __init__(self) -> None:
+        self.meter = LengthMeter()
+        self._open: tuple | None = None
+
+    def mark(self, model: nn.Module, x: torch.Tensor | None) -> None:
+        """A checkpoint: close the open chord at the current weights, open the next one on ``x`` (None: the last)."""
+        w = flat_parameters(model)
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            if self._open is not None:
+                x0, before, w0 = self._open
+                self.meter.update(before, model(x0), dw_norm=float((w - w0).norm()))
+            self._open = None if x is None else (x, model(x), w)
+        model.train(was)
+
+
+def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed, desc, show_progress, record_inputs):
     model = copy.deepcopy(source_model).to(cfg.device)
     dev, dropout = device_of(model), _has_dropout(model)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(seed)
     eval_rng = np.random.default_rng(seed + 7919)
-    draw = _sampler(kind, source.x, source.y, target.x, target.y, plan, source.num_classes, cfg.device)
+    sampling = cfg.block_sampling
+    draw = _sampler(kind, source.x, source.y, target.x, target.y, plan, source.num_classes, cfg.device, sampling)
+    # Eq. (11)'s expectation over p_tau: displacement points of the coupling (no mixup), or mixture draws
+    measure_draw = draw if kind in ("mixture", "displacement") else _sampler(
+        "displacement", source.x, source.y, target.x, target.y, plan, source.num_classes, cfg.device, sampling)
     val_draw = None
-    if val is not None:
+    if val is not None and (kind == "mixture" or val[2] is not None):  # no held-out plan: no held-out loss curve
         sv, tv, vplan = val
         val_draw = _sampler(kind if kind == "mixture" else "displacement", sv.x, sv.y, tv.x, tv.y, vplan,
                             source.num_classes, cfg.device)
-    ck_steps = sorted(set(np.linspace(0, cfg.steps, cfg.cost_checkpoints).round().astype(int).tolist()))
-    eval_steps = ck_steps if not cfg.eval_every else sorted(set(range(0, cfg.steps + 1, cfg.eval_every)) | {cfg.steps})
-    meter, bns = LengthMeter(), batchnorm_modules(model)
+    fixed = None
+    if cfg.length_inputs == "held_out":
+        fixed = held_out_inputs(val[0], val[1], cfg.length_samples, seed).to(dev)
+    ck_steps = checkpoint_steps(cfg.steps, cfg.length_checkpoints)
+    ck_set = set(ck_steps)
+    eval_steps = set(ck_steps) if not cfg.eval_every else set(range(0, cfg.steps + 1, cfg.eval_every)) | {cfg.steps}
+    per_step_batch = cfg.length_estimator == "per_step" and cfg.length_inputs == "batch"
+    chord_at = set(range(cfg.steps + 1)) if cfg.length_estimator == "per_step" else ck_set
+    meter, chords, bns = LengthMeter(), _Chords(), batchnorm_modules(model)
     taus, losses = np.empty(cfg.steps), torch.empty(cfg.steps)
     checkpoints, ck_tau, ck_buf = [], [], []
     ev_tau, ev_train, ev_val = [], [], []
+    recorded = []
+
+    def chord_inputs(step: int, xb) -> torch.Tensor:
+        if cfg.length_inputs == "batch":
+            return xb
+        if fixed is not None:
+            return fixed
+        return measure_draw(tau_at(step, cfg.steps, cfg.schedule), cfg.length_samples,
+                            np.random.default_rng([seed, 15485863, step]))[0]
 
     def evaluate(step: int):
         tau = tau_at(min(step, cfg.steps - 1), cfg.steps, cfg.schedule)
@@ -332,20 +459,33 @@ def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed,
         model.train()
         ev_tau.append(tau)
 
+    def record() -> None:
+        model.eval()
+        with torch.no_grad():
+            recorded.append(model(record_inputs).detach().cpu())
+        model.train()
+
     model.train()
     for step in progress(range(cfg.steps + 1), desc=desc, enabled=show_progress):
-        if step in ck_steps:
+        last = step == cfg.steps
+        if not last:
+            tau = tau_at(step, cfg.steps, cfg.schedule)
+            taus[step] = tau
+            xb, yb = draw(tau, cfg.batch_size, rng)
+        if step in ck_set:
             checkpoints.append(flat_parameters(model))
             ck_buf.append(copy_buffers(model))
             ck_tau.append(tau_at(min(step, cfg.steps - 1), cfg.steps, cfg.schedule))
+        if not per_step_batch and step in chord_at:
+            chords.mark(model, None if last else chord_inputs(step, xb))
+        if record_inputs is not None:
+            record()
         if step in eval_steps:
             evaluate(step)
-        if step == cfg.steps:
+        if last:
             break
-        tau = tau_at(step, cfg.steps, cfg.schedule)
-        taus[step] = tau
-        xb, yb = draw(tau, cfg.batch_size, rng)
         state = rng_state(dev) if dropout else None
+        w_before = flat_parameters(model)
         logits = model(xb)
         loss = cross_entropy(logits, yb)
         opt.zero_grad(set_to_none=True)
@@ -356,13 +496,32 @@ def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed,
             set_rng_state(dev, state)  # the same dropout masks as the training forward
         with torch.no_grad(), frozen_batchnorm_stats(model, bns):
             after = model(xb)
-        meter.update(logits, after)
+        meter.update(logits, after, dw_norm=float((flat_parameters(model) - w_before).norm()))
+    per_step = meter.result()
     log = TrajectoryLog(
-        tau=taus, loss=losses.numpy(), length=meter.result(), eval_tau=np.asarray(ev_tau),
-        eval_train_loss=np.asarray(ev_train), eval_val_loss=np.asarray(ev_val), checkpoints=checkpoints,
-        checkpoint_tau=ck_tau, checkpoint_buffers=ck_buf,
+        tau=taus, loss=losses.numpy(), length=per_step if per_step_batch else chords.meter.result(),
+        per_step_length=per_step, eval_tau=np.asarray(ev_tau), eval_train_loss=np.asarray(ev_train),
+        eval_val_loss=np.asarray(ev_val), checkpoints=checkpoints, checkpoint_tau=ck_tau, checkpoint_buffers=ck_buf,
+        checkpoint_steps=ck_steps, recorded_logits=torch.stack(recorded) if recorded else None,
     )
     return model, log
+
+
+def polyline_from_logits(logits: torch.Tensor, chords: int) -> TrajectoryLength:
+    r"""The polyline length through ``chords + 1`` evenly spaced steps of recorded logits (both conventions).
+
+    ``logits`` is (S+1, N, C): the network's logits on N fixed inputs after every step (as
+    ``TrajectoryLog.recorded_logits``). The checkpoints are :func:`checkpoint_steps` (S, ``chords``), so
+    ``chords = S`` is the per-step length on those inputs and ``chords = 1`` the single chord
+    :math:`\sqrt{\mathbb{E}_x 2\mathrm{KL}[p_{w_0}, p_{w_S}]}`.
+    """
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or logits.shape[0] < 2:
+        raise ValueError("logits must be a (S+1, N, C) tensor with S >= 1")
+    idx = checkpoint_steps(logits.shape[0] - 1, chords)
+    meter = LengthMeter()
+    for a, b in zip(idx[:-1], idx[1:]):
+        meter.update(logits[a], logits[b])
+    return meter.result()
 
 
 # ----------------------------------------------------------------------------
@@ -545,16 +704,18 @@ def uncoupled_transfer_distance(
     )
 
 
-def authors_scale(length: float, checkpoints: int = 100) -> float:
-    r"""Convert a Fisher-Rao length to the scale of the authors' published numbers.
+def authors_scale(length: float, chords: int) -> float:
+    r"""Convert a ``"checkpoints"`` length (manifold convention) to the scale of the authors' numbers.
 
-    Their code adds :math:`\sqrt{\mathrm{KL}}/\text{partitions}` at each of 100
-    checkpoints instead of :math:`\sqrt{2\mathrm{KL}}` (see the seeds' README):
-    their numbers are about ``length / (checkpoints * sqrt(2))``. This is a
-    scale conversion only; their checkpoints also average over 200 SGD steps.
+    Their code adds :math:`\sqrt{\mathrm{KL}}/n` at each of its :math:`n = 100` chords (see the seeds'
+    README), where our polyline adds :math:`\sqrt{2\mathrm{KL}}` per chord. For a polyline through the
+    same checkpoints on the same inputs the conversion is exact:
+    :math:`L_\text{authors} = L / (n\sqrt2)` with :math:`n` = ``chords`` (``length_checkpoints``). It
+    is not a conversion for a ``"per_step"`` length, which also counts the SGD noise that a chord of many
+    steps averages out.
     """
-    check_positive("checkpoints", checkpoints, integer=True)
-    return length / (checkpoints * math.sqrt(2.0))
+    check_positive("chords", chords, integer=True)
+    return float(length) / (chords * math.sqrt(2.0))
 
 
 def _trained(model: nn.Module | None) -> nn.Module:
