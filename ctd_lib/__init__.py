@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib as _importlib
 import warnings as _warnings
 
+from ._util.threads import pin_threads
 from .data import Task, make_task
 from .free_energy import (
     EquilibrationConfig,
@@ -56,8 +57,8 @@ __all__ = [
     # seed 004: equilibrium and the processes' configs and results
     "EquilibrationConfig", "FreeEnergyTerms", "make_free_energy_model", "measure", "train_equilibrium",
     "IsoClassificationConfig", "IsoTransferConfig", "IsoTransferResult",
-    # the results contract
-    "Claim", "read_results", "write_results",
+    # the results contract, and the chapters' thread pinning
+    "Claim", "read_results", "write_results", "pin_threads",
 ]
 __version__ = "0.1.0"
 

@@ -93,6 +93,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from myst_nb import glue
 
+from ctd_lib import pin_threads
 from ctd_lib.experiments.fisher_rao_length import FisherRaoConfig, claims, metrics, run
 from ctd_lib.results import write_results
 
@@ -104,6 +105,7 @@ config = FisherRaoConfig(  # validates every parameter before any work
     refine_lrs=refine_lrs, refine_n=refine_n, overhead_steps=overhead_steps, overhead_repeats=overhead_repeats,
     seed=seed, device=device, scale=scale,
 )
+pin_threads(1)  # one torch and one BLAS thread: the same numbers everywhere, no slowdown on a loaded machine
 t_start = time.perf_counter()
 result = run(config)
 print(f"source {config.source_task}: {result.n_source} images; target {config.target_task}: {result.n_target}; "

@@ -84,6 +84,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from myst_nb import glue
 
+from ctd_lib import pin_threads
 from ctd_lib.experiments.optimal_transport import OptimalTransportConfig, claims, displacement_support, metrics, run
 from ctd_lib.results import write_results
 
@@ -94,6 +95,7 @@ config = OptimalTransportConfig(
     block_size=block_size, timing_n=timing_n, timing_repeats=timing_repeats, block_cost_tol=block_cost_tol,
     seed=seed, scale=scale,
 )
+pin_threads(1)  # one torch and one BLAS thread: the same numbers everywhere, no slowdown on a loaded machine
 t_start = time.perf_counter()
 result = run(config)
 

@@ -47,7 +47,6 @@ and the four verdicts the chapter records (the results file of
 """
 from __future__ import annotations
 
-import contextlib
 import numbers
 import time
 from dataclasses import asdict, dataclass, field
@@ -57,6 +56,7 @@ import torch
 
 from .._util.checks import check_choice, check_count, check_in_range, check_positive
 from .._util.progress import progress
+from .._util.threads import limited_threads
 from ..data import Task, TaskSpec, make_task
 from ..geometry.sgd import accuracy
 from ..models import MODEL_NAMES, make_model
@@ -236,29 +236,6 @@ class DrawResult:
     uncoupled_per_sample_length: float
     source_accuracy: float  # the source model's accuracy on the held-out source task
     linear: LinearHeadDraw
-
-
-@contextlib.contextmanager
-def limited_threads(n: int):
-    """Run with ``n`` torch intra-op threads and ``n`` BLAS threads (``n = 0``: unchanged), restored afterwards.
-
-    Every tensor of this experiment is small: extra threads buy nothing and, on a
-    CPU shared with other work, spin-waiting threads can cost a factor of ten or more.
-    """
-    if n == 0:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        try:
-            from threadpoolctl import threadpool_limits  # installed with scikit-learn
-        except ImportError:  # pragma: no cover
-            threadpool_limits = None
-        with threadpool_limits(limits=n, user_api="blas") if threadpool_limits else contextlib.nullcontext():
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _draw_seeds(seed: int, draw: int) -> list:
