@@ -245,3 +245,20 @@ def test_per_batch_reaches_the_sampler_and_keeps_per_sample_draws_unchanged():
     assert torch.equal(a.x, b.x) and not torch.equal(a.x, c.x)
     with pytest.raises(ValueError, match="block_sampling"):
         make_sampler("displacement", xs, ys, xt, yt, plan, num_classes=2, block_sampling="per_block")
+
+
+def test_block_sampling_draws_are_numpys_choice_exactly():
+    """The cached per-block cdf gives the very draws of Generator.choice(p=...) (so seeds keep their numbers)."""
+    xs, xt, plan = _block_tasks()
+    i, j = plan.sample_pairs(64, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    mass = np.array([p.sum() for p in plan.plans])
+    blocks = rng.choice(len(plan.plans), size=64, p=mass / mass.sum())
+    ri, rj = np.empty(64, dtype=np.int64), np.empty(64, dtype=np.int64)
+    for k in np.unique(blocks):
+        where = np.flatnonzero(blocks == k)
+        p = plan.plans[k].ravel()
+        r, c = np.divmod(rng.choice(p.size, size=where.size, p=p / p.sum()), plan.plans[k].shape[1])
+        ri[where], rj[where] = plan.assignment.source_blocks[k][r], plan.assignment.target_blocks[k][c]
+    np.testing.assert_array_equal(i, ri)
+    np.testing.assert_array_equal(j, rj)

@@ -196,6 +196,19 @@ class BlockPlan:
             P[np.ix_(I, J)] = p
         return P
 
+    def _cdfs(self) -> list:
+        """Per block, the cumulative distribution of its flattened plan, as ``Generator.choice`` computes it."""
+        cached = self.__dict__.get("_cdf_cache")
+        if cached is None:
+            cached = []
+            for plan in self.plans:
+                p = plan.ravel() / plan.sum()
+                cdf = p.cumsum()
+                cdf /= cdf[-1]
+                cached.append(cdf)
+            object.__setattr__(self, "_cdf_cache", cached)
+        return cached
+
     def sample_pairs(self, n: int, rng: np.random.Generator, *, block_sampling: str = "per_sample"
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n`` pairs (i, j) from the coupling: a block by its mass, then a pair by the block's entries.
@@ -214,10 +227,11 @@ class BlockPlan:
         if block_sampling == "per_batch":
             blocks = np.repeat(blocks, n)
         i, j = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        cdfs = self._cdfs()
         for k in np.unique(blocks):
             where = np.flatnonzero(blocks == k)
-            p = self.plans[k].ravel()
-            flat = rng.choice(p.size, size=where.size, p=p / p.sum())
+            # rng.choice(p.size, size, p=p / p.sum()) exactly (the same draws), with the block's cdf computed once
+            flat = cdfs[k].searchsorted(rng.random(where.size), side="right")
             r, c = np.divmod(flat, self.plans[k].shape[1])
             i[where] = self.assignment.source_blocks[k][r]
             j[where] = self.assignment.target_blocks[k][c]
