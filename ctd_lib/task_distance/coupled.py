@@ -105,6 +105,7 @@ INITIAL_COSTS = ("features", "pixels")
 BLOCK_SAMPLINGS = ("per_sample", "per_batch")
 LENGTH_ESTIMATORS = ("per_step", "checkpoints")
 LENGTH_INPUTS = ("batch", "held_out", "interpolated")
+EVAL_SAMPLES = 256  # interpolated samples (training and held-out) behind each point of the loss curves
 
 #: The transfer settings of the authors' code (see the seeds' README): SGD with lr 8e-4, momentum 0.9,
 #: weight decay 5e-4 and batch 20 for 20,000 steps, a checkpoint every 200 steps (100 chords), tau on a
@@ -410,7 +411,8 @@ class _Chords:
 def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed, desc, show_progress, record_inputs):
     model = copy.deepcopy(source_model).to(cfg.device)
     dev, dropout = device_of(model), _has_dropout(model)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(seed)
     eval_rng = np.random.default_rng(seed + 7919)
     sampling = cfg.block_sampling
@@ -449,10 +451,10 @@ def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed,
         tau = tau_at(min(step, cfg.steps - 1), cfg.steps, cfg.schedule)
         model.eval()
         with torch.no_grad():
-            x, y = draw(tau, 512, eval_rng)
+            x, y = draw(tau, EVAL_SAMPLES, eval_rng)
             ev_train.append(float(cross_entropy(model(x), y)))
             if val_draw is not None:
-                x, y = val_draw(tau, 512, eval_rng)
+                x, y = val_draw(tau, EVAL_SAMPLES, eval_rng)
                 ev_val.append(float(cross_entropy(model(x), y)))
             else:
                 ev_val.append(float("nan"))
@@ -485,7 +487,8 @@ def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed,
         if last:
             break
         state = rng_state(dev) if dropout else None
-        w_before = flat_parameters(model)
+        with torch.no_grad():
+            w_before = torch._foreach_mul(params, 1.0)  # a copy of every parameter, for |dw|
         logits = model(xb)
         loss = cross_entropy(logits, yb)
         opt.zero_grad(set_to_none=True)
@@ -496,7 +499,8 @@ def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed,
             set_rng_state(dev, state)  # the same dropout masks as the training forward
         with torch.no_grad(), frozen_batchnorm_stats(model, bns):
             after = model(xb)
-        meter.update(logits, after, dw_norm=float((flat_parameters(model) - w_before).norm()))
+            dw = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_sub(params, w_before))))
+        meter.update(logits, after, dw_norm=dw.double())
     per_step = meter.result()
     log = TrajectoryLog(
         tau=taus, loss=losses.numpy(), length=per_step if per_step_batch else chords.meter.result(),
