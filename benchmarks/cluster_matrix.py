@@ -65,7 +65,7 @@ def main() -> None:
     torch.set_num_threads(1)
     study = StudyConfig(n_per_class=args.n_per_class)
     coupled = CoupledConfig(steps=args.steps, lr=0.05, batch_size=32, outer_iters=args.outer_iters, tol=0.01,
-                            block_size=20, cost_checkpoints=10, seed=0)
+                            block_size=20, length_checkpoints=10, seed=0)
     bank = TaskBank(study)
     job = pair_job(bank, TASKS, "coupled", "mlp", coupled)  # trains the four source models (not timed)
     n_pairs = len(TASKS) * (len(TASKS) - 1)

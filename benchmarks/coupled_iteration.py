@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--block-size", type=int, default=20)
-    ap.add_argument("--cost-checkpoints", type=int, default=10)
+    ap.add_argument("--length-checkpoints", type=int, default=10, help="chords of the length and the ground cost")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     src = make_task("mnist10k-0-4", n_per_class=args.n_per_class, seed=0)
@@ -45,7 +45,7 @@ def main() -> None:
     build = lambda: make_model(args.model, in_shape=(1, 28, 28), num_classes=10, seed=0)  # noqa: E731
     source = train_source_model(src, build, steps=100, lr=0.05, batch_size=args.batch_size)
     cfg = CoupledConfig(steps=args.steps, batch_size=args.batch_size, block_size=args.block_size,
-                        cost_checkpoints=args.cost_checkpoints)
+                        length_checkpoints=args.length_checkpoints)
     plan = initial_coupling(source, src, tgt, cfg)
     rows = []
     for r in range(args.repeats):
@@ -65,7 +65,7 @@ def main() -> None:
     a = np.asarray(rows)
     n_pairs = sum(len(i) * len(j) for i, j in zip(plan.assignment.source_blocks, plan.assignment.target_blocks))
     print(f"# {args.model}, {len(src.y)} + {len(tgt.y)} images, {args.steps} steps, batch {args.batch_size}, "
-          f"{plan.assignment.n_blocks} blocks ({n_pairs} pairs), {args.cost_checkpoints} cost checkpoints, "
+          f"{plan.assignment.n_blocks} blocks ({n_pairs} pairs), {args.length_checkpoints} chords, "
           f"{torch.get_num_threads()} threads")
     print(f"{'':22s} {'plain SGD':>10s} {'trajectory':>11s} {'ground cost':>12s} {'proximal':>9s} {'iteration':>10s}")
     print(f"{'median seconds':22s} " + " ".join(f"{v:10.3f}" for v in np.median(a, axis=0)))

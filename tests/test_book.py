@@ -123,6 +123,9 @@ def test_scorecard_page_lists_the_chapters_claims(book):
         ("03_coupled_distance", "interpolation", "linear"),
         ("03_coupled_distance", "device", "tpu"),
         ("03_coupled_distance", "lr", -1.0),  # once reported as source_lr
+        ("03_coupled_distance", "length_estimator", "exact"),
+        ("03_coupled_distance", "length_checkpoints", 0),
+        ("03_coupled_distance", "momentum", -0.1),
         ("04_rademacher_bound", "K", 0),
         ("04_rademacher_bound", "loss_bound", -1.0),
         ("04_rademacher_bound", "draws", 0),

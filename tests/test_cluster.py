@@ -73,9 +73,9 @@ def test_local_cluster_matrix_equals_the_one_process_matrix_bitwise(one_thread_c
         assert here[m].extras == there[m].extras
         assert np.all(there[m].off_diagonal() > 0)
     entries = _entries(tmp_path / "there")
-    assert len(entries) == 2 * 6  # exactly the ordered pairs of the two methods, nothing else
+    assert len(entries) == 2 * 9  # exactly the ordered pairs and self-pairs of the two methods, nothing else
     assert {(e["method"], e["source"], e["target"]) for e in entries} == {
-        (f"{m}-mlp", s, t) for m in ("coupled", "fine-tuning") for s in NAMES for t in NAMES if s != t}
+        (f"{m}-mlp", s, t) for m in ("coupled", "fine-tuning") for s in NAMES for t in NAMES}
     assert {e["provenance"]["pid"] for e in entries}.isdisjoint({os.getpid()})  # computed on the workers
     assert {e["provenance"]["threads"] for e in entries} == {1}
 
@@ -183,7 +183,7 @@ def test_command_line_fills_the_cache_the_chapter_then_reads(tmp_path, capsys):
     config = CoupledDistanceConfig(**{**yaml.safe_load(smoke.read_text()), "cache_dir": str(tmp_path)})
     again = family_step(config, make_bank(config), "cross")
     for method in ("coupled", "uncoupled", "fine-tuning"):
-        assert again[method].from_cache == 2, method
+        assert again[method].from_cache == 4, method  # both ordered pairs and both self-pairs
 
 
 @pytest.mark.parametrize("argv", [["--scheduler", "local:0"], ["--families", "everything"],

@@ -10,14 +10,18 @@ from ctd_lib.experiments.coupled_distance import (
     CoupledDistanceConfig,
     CoupledDistanceResult,
     IngredientStudy,
+    LengthStudy,
     SeedSpread,
     Variant,
     claims,
     convergence,
     ingredient_variants,
+    input_space_comparison,
     make_bank,
     mantel_table,
     metrics,
+    preset_differences,
+    rank_agreement,
     relative_asymmetry,
     subset_comparison,
     subset_pairs,
@@ -28,13 +32,27 @@ from ctd_lib.task_distance.matrices import DistanceMatrix
 NESTED = ("mnist10k-all", "mnist10k-0-4", "mnist10k-0-2")  # every ordered pair i < j is (superset, subset)
 DISJOINT = ("mnist10k-01", "mnist10k-23", "mnist10k-45", "mnist10k-67")  # 4! = 24 relabellings: p can be < 0.05
 CLAIM_IDS = ["coupled_shorter_than_uncoupled", "coupled_asymmetric", "subset_easier", "converges_in_few_iterations",
-             "larger_model_shorter", "mantel_coupled_vs_finetuning"]
+             "larger_model_shorter", "mantel_coupled_vs_finetuning", "input_space_distances_not_finetuning"]
 
 
-def _matrix(method, names, values, extras=None):
+def _matrix(method, names, values, extras=None, per_step=None):
+    """A matrix with a zero diagonal; ``per_step`` (a matrix) fills every pair's per-step distance."""
     values = np.asarray(values, dtype=float).copy()
     np.fill_diagonal(values, 0.0)
-    return DistanceMatrix(method=method, names=list(names), values=values, extras=extras or {})
+    extras = {k: dict(v) for k, v in (extras or {}).items()}
+    if per_step is not None:
+        for i, s in enumerate(names):
+            for j, t in enumerate(names):
+                if i != j:
+                    extras.setdefault((s, t), {})["per_step_distance"] = float(np.asarray(per_step)[i, j])
+    return DistanceMatrix(method=method, names=list(names), values=values, extras=extras)
+
+
+def _study():
+    chords = {10: np.array([1, 2, 5, 10])}
+    poly = {f"{k}/10": np.array([1.0, 1.5, 2.0, 3.0]) for k in ("coupled", "uncoupled", "self")}
+    return LengthStudy(kinds=("coupled", "uncoupled", "self"), steps=(10,), chords=chords, polyline=poly,
+                       per_step_batch={k: 4.0 for k in poly}, reported={k: 2.0 for k in poly}, coarse_chords=5)
 
 
 def _pairs(names):
@@ -42,7 +60,7 @@ def _pairs(names):
 
 
 def _synthetic(*, uncoupled_shift=1.0, symmetric=False, subset_upper=1.0, last_change=0.01, large_factor=0.5,
-               anti_correlated=False, seeds=(1.0, 1.01)):
+               anti_correlated=False, seeds=(1.0, 1.01), input_space_like_finetuning=False):
     """A result for which every claim holds with the defaults; each argument can break one claim."""
     rng = np.random.default_rng(0)
     F = rng.uniform(1.0, 3.0, size=(4, 4))  # fine-tuning distances on the disjoint tasks, all distinct
@@ -51,27 +69,38 @@ def _synthetic(*, uncoupled_shift=1.0, symmetric=False, subset_upper=1.0, last_c
         C = (C + C.T) / 2
     idx = {n: i for i, n in enumerate(DISJOINT)}
     c_extras = {(s, t): {"per_iteration": [C[idx[s], idx[t]] / (1 + last_change), C[idx[s], idx[t]]],
-                         "target_val_acc": 0.9, "target_val_loss": 0.3} for s, t in _pairs(DISJOINT)}
+                         "target_val_acc": 0.9, "target_val_loss": 0.3, "endpoint_val_acc": 0.7,
+                         "endpoint_val_loss": 0.9} for s, t in _pairs(DISJOINT)}
     f_extras = {(s, t): {"target_val_acc": 0.8, "target_val_loss": 0.4} for s, t in _pairs(DISJOINT)}
-    disjoint = {"coupled": _matrix("coupled-mlp", DISJOINT, C, c_extras),
-                "uncoupled": _matrix("uncoupled-mlp", DISJOINT, C + uncoupled_shift),
-                "fine-tuning": _matrix("fine-tuning-mlp", DISJOINT, F, f_extras)}
+    # input-space distances: one pattern unrelated to fine-tuning (exact p = 0.625 against F), or F itself
+    G = F if input_space_like_finetuning else np.random.default_rng(101).uniform(1.0, 3.0, size=(4, 4))
+    disjoint = {"coupled": _matrix("coupled-mlp", DISJOINT, C, c_extras, per_step=5 * C),
+                "uncoupled": _matrix("uncoupled-mlp", DISJOINT, C + uncoupled_shift, per_step=5 * C + 1),
+                "fine-tuning": _matrix("fine-tuning-mlp", DISJOINT, F, f_extras),
+                "w2-pixel": _matrix("w2-pixel", DISJOINT, G), "w2-feature": _matrix("w2-feature", DISJOINT, G * 2)}
+    vae = {"vae-mixture": _matrix("vae-mixture", DISJOINT, G + 1), "vae-fine-tuning": _matrix("vae-fine-tuning",
+                                                                                              DISJOINT, G * 3)}
     N = np.array([[0, subset_upper, subset_upper + 0.1], [2.0, 0, subset_upper + 0.2], [2.1, 2.2, 0]])
-    nested = {"coupled": _matrix("coupled-mlp", NESTED, N), "uncoupled": _matrix("uncoupled-mlp", NESTED, N + 1.5),
+    nested = {"coupled": _matrix("coupled-mlp", NESTED, N, per_step=N), "uncoupled": _matrix("uncoupled-mlp", NESTED,
+                                                                                             N + 1.5, per_step=N + 1),
               "fine-tuning": _matrix("fine-tuning-mlp", NESTED, N.T + rng.uniform(0, 0.1, size=(3, 3)))}
-    large = {"coupled": _matrix("coupled-mlp-wide", DISJOINT, C * large_factor),
+    large = {"coupled": _matrix("coupled-mlp-wide", DISJOINT, C * large_factor, per_step=6 * C),
              "fine-tuning": _matrix("fine-tuning-mlp-wide", DISJOINT, F)}
     cross = {"coupled": _matrix("coupled-mlp", ("digits-all", "mnist10k-all"), [[0, 1.0], [2.0, 0]])}
     config = CoupledDistanceConfig(nested_tasks=NESTED, disjoint_tasks=DISJOINT, seeds=(0, 1), permutations=99,
                                    scale="test")
     ingredients = IngredientStudy(variants=(Variant("base", 1.0, 1.1, 2.0, [1.0]), Variant("eps x10", 0.5, 0.6, 2.0)),
                                   self_pair=Variant("same task", 0.3, 0.3, 0.4))
+    trained = {k: disjoint[k] for k in ("coupled", "uncoupled", "fine-tuning")}
     return CoupledDistanceResult(
         config=config, nested=nested, disjoint=disjoint, large=large, cross=cross, subset=subset_comparison(nested),
-        mantel_disjoint=mantel_table(disjoint, permutations=99, seed=0),
+        mantel_disjoint=mantel_table(trained, permutations=99, seed=0),
         mantel_nested=mantel_table(nested, permutations=99, seed=0),
         ingredients=ingredients, convergence=convergence(disjoint["coupled"]), target=target_comparison(disjoint),
-        spread=SeedSpread(coupled=np.asarray(seeds), uncoupled=np.asarray(seeds) * 2),
+        spread=SeedSpread(coupled=np.asarray(seeds), uncoupled=np.asarray(seeds) * 2), study=_study(), vae=vae,
+        input_space=input_space_comparison({**vae, "w2-pixel": disjoint["w2-pixel"],
+                                            "w2-feature": disjoint["w2-feature"]}, disjoint["fine-tuning"], seed=0),
+        rank_disjoint=rank_agreement(trained), rank_nested=rank_agreement(nested),
     )
 
 
@@ -95,6 +124,7 @@ def test_every_claim_holds_on_the_default_synthetic_result(holding):
     ("converges_in_few_iterations", {"last_change": 0.2}),
     ("larger_model_shorter", {"large_factor": 1.5}),
     ("mantel_coupled_vs_finetuning", {"anti_correlated": True}),
+    ("input_space_distances_not_finetuning", {"input_space_like_finetuning": True}),
 ])
 def test_each_claim_fails_when_its_numbers_say_so(claim_id, changes):
     verdicts = _verdicts(_synthetic(**changes))
@@ -113,11 +143,47 @@ def test_claim_evidence_states_the_numbers(holding):
     ev = {c.id: c.evidence for c in claims(holding)}
     n = len(NESTED) * (len(NESTED) - 1) + len(DISJOINT) * (len(DISJOINT) - 1)
     assert ev["coupled_shorter_than_uncoupled"].startswith(f"shorter for {n} of {n} ordered pairs")
+    assert f"per-step estimator on the mini-batches: shorter for {n} of {n}" in ev["coupled_shorter_than_uncoupled"]
     assert ev["subset_easier"].count(" vs ") == len(subset_pairs(NESTED)) == 3
     assert "mnist10k-all>mnist10k-0-4 1.00 vs mnist10k-0-4>mnist10k-all 2.00" in ev["subset_easier"]
     assert "K=3 iterations: 1.0%" in ev["converges_in_few_iterations"]
     assert "over 24 relabellings" in ev["mantel_coupled_vs_finetuning"]
-    assert ev["larger_model_shorter"] == "mlp-wide shorter than mlp for 12 of 12 ordered pairs"
+    assert ev["larger_model_shorter"].startswith("mlp-wide shorter than mlp for 12 of 12 ordered pairs, by more than")
+    assert "per-step estimator: 0 of 12" in ev["larger_model_shorter"]  # per step the wide model is not shorter
+
+
+def test_a_comparison_within_the_noise_margin_does_not_hold():
+    """All coupled distances below the uncoupled ones, but by less than twice the seed spread: not shown."""
+    r = _synthetic(uncoupled_shift=0.05, seeds=(1.0, 1.2))
+    n_nested = len(NESTED) * (len(NESTED) - 1)  # the nested pairs are 1.5 apart: beyond the margin
+    assert r.n_shorter == len(r.coupled_all) and r.n_shorter_resolved == n_nested
+    assert _verdicts(r)["coupled_shorter_than_uncoupled"] is False
+    assert _verdicts(_synthetic(uncoupled_shift=0.05))["coupled_shorter_than_uncoupled"] is True  # a small spread
+
+
+def test_metrics_record_the_estimator_the_preset_and_the_studies(holding):
+    m = metrics(holding)
+    assert (m["length_estimator"], m["length_inputs"]) == ("checkpoints", "interpolated")
+    assert m["preset_differences"] == {k: list(v) for k, v in preset_differences(holding.config).items()}
+    assert "lr" in m["preset_differences"] and "momentum" not in m["preset_differences"]
+    assert m["length_study_polyline[self/10]"].tolist() == [1.0, 1.5, 2.0, 3.0]
+    assert "weighted_tau_disjoint_coupled" in m and "fig7_mantel_r_vs_finetuning[vae-mixture]" in m
+    assert m["coupled_endpoint_loss_better_fraction"] == 0.0  # endpoint 0.9 against fine-tuning 0.4
+
+
+def test_length_study_split():
+    survives, noise = _study().split("coupled", 10)
+    assert survives == pytest.approx(2.0 + 1.0 * (5 - 5) / 5) and noise == pytest.approx(1.0)
+
+
+def test_paper_parameters_are_the_authors_preset():
+    import yaml
+
+    from ctd_lib.task_distance.coupled import AUTHORS_PRESET
+    paper = yaml.safe_load(open("params/paper/03_coupled_distance.yml"))
+    for k, v in AUTHORS_PRESET.items():
+        assert paper.get(k) == v, k
+    assert preset_differences(CoupledDistanceConfig(**{**paper, "device": "cpu"})) == {}
 
 
 def test_metrics_of_the_synthetic_result(holding):
@@ -158,15 +224,19 @@ def test_convergence_without_two_iterations_is_nan():
 
 
 def test_config_builds_the_study_and_coupled_configs():
-    cfg = CoupledDistanceConfig(lr=0.1, steps=50, seed=3, nested_tasks=list(NESTED))
-    assert cfg.study().source_lr == cfg.study().finetune_lr == 0.1 and cfg.study().seed == 3
+    cfg = CoupledDistanceConfig(lr=0.1, source_lr=0.2, finetune_lr=0.3, steps=50, seed=3, nested_tasks=list(NESTED),
+                                momentum=0.5, schedule="linear", length_inputs="held_out")
+    assert (cfg.study().source_lr, cfg.study().finetune_lr, cfg.study().seed) == (0.2, 0.3, 3)
     assert cfg.coupled().lr == 0.1 and cfg.coupled().steps == 50 and cfg.coupled().seed == 3
+    assert (cfg.coupled().momentum, cfg.coupled().schedule, cfg.coupled().length_inputs) == (0.5, "linear", "held_out")
     assert cfg.nested_tasks == NESTED  # stored as a tuple
     p = cfg.parameters()
     assert p["scale"] == "cpu" and p["nested_tasks"] == list(NESTED) and p["permutations"] == 9999
     assert "cache_dir" not in p and "results_dir" not in p
-    assert set(ingredient_variants(cfg)) >= {"base", "half the steps", "twice the steps"}
-    assert ingredient_variants(cfg)["half the steps"] == {"steps": 25}
+    variants = ingredient_variants(cfg)
+    assert variants["schedule: arcsine"] == {"schedule": "arcsine"}  # the other choice than the base's
+    assert variants["no proximal term"] == {"prox_lam": 0.0} and len(variants) == 6
+    assert "schedule: linear" in ingredient_variants(CoupledDistanceConfig())
 
 
 def test_make_bank_with_a_seed_trains_nothing():
@@ -178,7 +248,11 @@ def test_make_bank_with_a_seed_trains_nothing():
     ("lr", -1), ("lr", 0.0), ("tol", 0.0), ("outer_iters", 0), ("steps", 1), ("steps", 2.5), ("n_per_class", 0),
     ("n_val_per_class", -3), ("source_steps", 0), ("batch_size", 0), ("block_size", 0), ("reg", -0.1),
     ("prox_lam", -1.0), ("prox_growth", 0.0), ("finetune_steps", 0), ("task2vec_samples", 0), ("w2_samples", 0),
-    ("permutations", 0), ("permutations", 9.5), ("cost_checkpoints", 1), ("cost_checkpoints", 500),
+    ("permutations", 0), ("permutations", 9.5), ("length_checkpoints", 0), ("length_checkpoints", 500),
+    ("length_estimator", "exact"), ("length_inputs", "test"), ("length_samples", 0), ("block_sampling", "per_block"),
+    ("schedule", "cosine"), ("momentum", -0.5), ("weight_decay", -1e-4), ("source_lr", 0.0), ("finetune_lr", -1.0),
+    ("study_steps", []), ("study_steps", [1, 10]), ("study_steps", 100), ("vae_fisher", "pixels"), ("vae_steps", 0),
+    ("vae_source_steps", 0),
     ("interpolation", "linear"), ("convention", "both"), ("model", "resnet-9000"), ("large_model", "nope"),
     ("nested_tasks", ["mnist10k-all", "mnist10k-0-4"]), ("nested_tasks", "mnist10k-all"),
     ("disjoint_tasks", ["mnist10k-01", "nope"]), ("disjoint_tasks", ["mnist10k-01", "mnist10k-23"]),
@@ -193,13 +267,18 @@ def test_config_rejects_a_bad_value_naming_the_parameter(name, value):
     msg = str(err.value)
     assert name in msg and "\n" not in msg
     if name == "lr":
-        assert msg.startswith("lr=") and "source_lr" not in msg  # the notebook's name, not StudyConfig's
+        assert msg.startswith("lr=") and "source_lr" not in msg  # the transfer's rate, not the source models'
 
 
-def test_cost_checkpoints_must_suit_the_half_steps_variant():
-    CoupledDistanceConfig(steps=20, cost_checkpoints=11)  # valid for the base trajectory...
-    with pytest.raises(ValueError, match="cost_checkpoints=12 .*half the steps"):
-        CoupledDistanceConfig(steps=20, cost_checkpoints=12)  # ...but not once the steps are halved
+def test_capacity_tasks_must_be_disjoint_tasks():
+    with pytest.raises(ValueError, match="capacity_tasks=.*disjoint_tasks"):
+        CoupledDistanceConfig(capacity_tasks=["mnist10k-01", "mnist10k-0-4"])
+
+
+def test_length_checkpoints_must_fit_the_steps():
+    CoupledDistanceConfig(steps=20, length_checkpoints=20)  # a chord per step is the per-step estimator
+    with pytest.raises(ValueError, match="length_checkpoints=21"):
+        CoupledDistanceConfig(steps=20, length_checkpoints=21)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="only meaningful without a CUDA device")
