@@ -61,6 +61,7 @@ from .._util.checks import check_choice, check_count, check_device, check_positi
 from ..data import Task
 from ..free_energy.functionals import distortion, hamiltonian_loss, rate
 from ..free_energy.model import DECODERS, ENCODERS, FreeEnergyModel, FreeEnergyModelConfig, make_free_energy_model
+from .coupled import checkpoint_steps
 
 __all__ = ["FISHERS", "KINDS", "VAELength", "VAELengthConfig", "VAEPairJob", "chord_lengths", "polyline_length",
            "train_source_vae", "vae_model_config", "vae_transfer_length"]
@@ -262,7 +263,7 @@ def vae_transfer_length(source: Task, target: Task, source_vae: FreeEnergyModel,
     x_eval = torch.cat([xs[torch.as_tensor(pick.choice(len(xs), ns, replace=False))],
                         xt[torch.as_tensor(pick.choice(len(xt), nt, replace=False))]])
     taus = np.linspace(0.0, 1.0, cfg.steps) if kind == "mixture" else np.ones(cfg.steps)
-    keep = np.rint(np.linspace(0, cfg.steps, cfg.checkpoints + 1)).astype(int)
+    keep = np.asarray(checkpoint_steps(cfg.steps, cfg.checkpoints))  # the coupled distance's checkpoints
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         states = _train(model, xs, xt, taus, cfg, keep.tolist(), np.random.default_rng([cfg.seed, 1]),
