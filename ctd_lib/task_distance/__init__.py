@@ -4,6 +4,7 @@ distances with a per-pair cache, Mantel tests, and the Rademacher view of Sec. 4
 
 ==========================  ====================================================
 :mod:`.coupled`             the coupled (Eqs. 11-12) and uncoupled (Sec. 3.1) distances
+:mod:`.batched`             many trajectories stepped together (stacked weights under ``vmap``)
 :mod:`.finetune`            the fine-tuning distance (Sec. 5.2)
 :mod:`.task2vec`            Task2Vec embeddings and distances
 :mod:`.matrices`            matrices of ordered pairs, cached per pair, fanned out over an executor
@@ -14,6 +15,14 @@ distances with a per-pair cache, Mantel tests, and the Rademacher view of Sec. 4
 """
 from __future__ import annotations
 
+from .batched import (
+    StackedModels,
+    TrajectoryJob,
+    batched_pair_kl_costs,
+    coupled_transfer_distances,
+    run_trajectories,
+    uncoupled_transfer_distances,
+)
 from .cluster import SCHEDULER_HELP, check_scheduler, open_executor
 from .coupled import (
     INITIAL_COSTS,
@@ -81,6 +90,8 @@ from .task2vec import (
 
 __all__ = [
     "PairFailed", "run_pair", "runtime", "SCHEDULER_HELP", "check_scheduler", "open_executor",
+    "StackedModels", "TrajectoryJob", "batched_pair_kl_costs", "coupled_transfer_distances", "run_trajectories",
+    "uncoupled_transfer_distances",
     "CoupledConfig", "INITIAL_COSTS", "INTERPOLATIONS", "SCHEDULES", "TrajectoryLog", "TransferResult",
     "authors_scale", "coupled_transfer_distance", "initial_coupling", "pair_kl_cost", "penultimate_features",
     "proximal_update", "run_trajectory", "tau_at", "train_source_model", "uncoupled_transfer_distance",

@@ -408,26 +408,58 @@ class _Chords:
         model.train(was)
 
 
+class _Streams:
+    """Everything random of one trajectory that is drawn with numpy: its mini-batches (``rng``), the samples of
+    its loss curves (``eval_rng``) and the inputs of its chords. One-model and batched runs share it, so a
+    trajectory sees the same data whichever engine steps it."""
+
+    def __init__(self, source: Task, target: Task, cfg: CoupledConfig, kind: str, plan, val, seed: int):
+        dev = torch.device(cfg.device)
+        self.cfg, self.seed = cfg, seed
+        self.rng = np.random.default_rng(seed)
+        self.eval_rng = np.random.default_rng(seed + 7919)
+        sampling = cfg.block_sampling
+        self.draw = _sampler(kind, source.x, source.y, target.x, target.y, plan, source.num_classes, cfg.device,
+                             sampling)
+        # Eq. (11)'s expectation over p_tau: displacement points of the coupling (no mixup), or mixture draws
+        self.measure_draw = self.draw if kind in ("mixture", "displacement") else _sampler(
+            "displacement", source.x, source.y, target.x, target.y, plan, source.num_classes, cfg.device, sampling)
+        self.val_draw = None
+        if val is not None and (kind == "mixture" or val[2] is not None):  # no held-out plan: no held-out curve
+            sv, tv, vplan = val
+            self.val_draw = _sampler(kind if kind == "mixture" else "displacement", sv.x, sv.y, tv.x, tv.y, vplan,
+                                     source.num_classes, cfg.device)
+        self.fixed = None
+        if cfg.length_inputs == "held_out":
+            self.fixed = held_out_inputs(val[0], val[1], cfg.length_samples, seed).to(dev)
+
+    def batch(self, tau: float):
+        """The training mini-batch at ``tau`` (Eq. 12d, or Eq. 10's mixture)."""
+        return self.draw(tau, self.cfg.batch_size, self.rng)
+
+    def chord_inputs(self, step: int, xb) -> torch.Tensor:
+        """The inputs of the chord that starts at ``step`` (``CoupledConfig.length_inputs``)."""
+        cfg = self.cfg
+        if cfg.length_inputs == "batch":
+            return xb
+        if self.fixed is not None:
+            return self.fixed
+        return self.measure_draw(tau_at(step, cfg.steps, cfg.schedule), cfg.length_samples,
+                                 np.random.default_rng([self.seed, 15485863, step]))[0]
+
+    def eval_batches(self, tau: float) -> tuple:
+        """``EVAL_SAMPLES`` interpolated training samples at ``tau``, and held-out ones (None without them)."""
+        train = self.draw(tau, EVAL_SAMPLES, self.eval_rng)
+        held = self.val_draw(tau, EVAL_SAMPLES, self.eval_rng) if self.val_draw is not None else None
+        return train, held
+
+
 def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed, desc, show_progress, record_inputs):
     model = copy.deepcopy(source_model).to(cfg.device)
     dev, dropout = device_of(model), _has_dropout(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    rng = np.random.default_rng(seed)
-    eval_rng = np.random.default_rng(seed + 7919)
-    sampling = cfg.block_sampling
-    draw = _sampler(kind, source.x, source.y, target.x, target.y, plan, source.num_classes, cfg.device, sampling)
-    # Eq. (11)'s expectation over p_tau: displacement points of the coupling (no mixup), or mixture draws
-    measure_draw = draw if kind in ("mixture", "displacement") else _sampler(
-        "displacement", source.x, source.y, target.x, target.y, plan, source.num_classes, cfg.device, sampling)
-    val_draw = None
-    if val is not None and (kind == "mixture" or val[2] is not None):  # no held-out plan: no held-out loss curve
-        sv, tv, vplan = val
-        val_draw = _sampler(kind if kind == "mixture" else "displacement", sv.x, sv.y, tv.x, tv.y, vplan,
-                            source.num_classes, cfg.device)
-    fixed = None
-    if cfg.length_inputs == "held_out":
-        fixed = held_out_inputs(val[0], val[1], cfg.length_samples, seed).to(dev)
+    streams = _Streams(source, target, cfg, kind, plan, val, seed)
     ck_steps = checkpoint_steps(cfg.steps, cfg.length_checkpoints)
     ck_set = set(ck_steps)
     eval_steps = set(ck_steps) if not cfg.eval_every else set(range(0, cfg.steps + 1, cfg.eval_every)) | {cfg.steps}
@@ -439,25 +471,13 @@ def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed,
     ev_tau, ev_train, ev_val = [], [], []
     recorded = []
 
-    def chord_inputs(step: int, xb) -> torch.Tensor:
-        if cfg.length_inputs == "batch":
-            return xb
-        if fixed is not None:
-            return fixed
-        return measure_draw(tau_at(step, cfg.steps, cfg.schedule), cfg.length_samples,
-                            np.random.default_rng([seed, 15485863, step]))[0]
-
     def evaluate(step: int):
         tau = tau_at(min(step, cfg.steps - 1), cfg.steps, cfg.schedule)
+        (x, y), held = streams.eval_batches(tau)
         model.eval()
         with torch.no_grad():
-            x, y = draw(tau, EVAL_SAMPLES, eval_rng)
             ev_train.append(float(cross_entropy(model(x), y)))
-            if val_draw is not None:
-                x, y = val_draw(tau, EVAL_SAMPLES, eval_rng)
-                ev_val.append(float(cross_entropy(model(x), y)))
-            else:
-                ev_val.append(float("nan"))
+            ev_val.append(float(cross_entropy(model(held[0]), held[1])) if held is not None else float("nan"))
         model.train()
         ev_tau.append(tau)
 
@@ -473,13 +493,13 @@ def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed,
         if not last:
             tau = tau_at(step, cfg.steps, cfg.schedule)
             taus[step] = tau
-            xb, yb = draw(tau, cfg.batch_size, rng)
+            xb, yb = streams.batch(tau)
         if step in ck_set:
             checkpoints.append(flat_parameters(model))
             ck_buf.append(copy_buffers(model))
             ck_tau.append(tau_at(min(step, cfg.steps - 1), cfg.steps, cfg.schedule))
         if not per_step_batch and step in chord_at:
-            chords.mark(model, None if last else chord_inputs(step, xb))
+            chords.mark(model, None if last else streams.chord_inputs(step, xb))
         if record_inputs is not None:
             record()
         if step in eval_steps:

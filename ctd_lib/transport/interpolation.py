@@ -64,8 +64,10 @@ class _Tasks:
 
 
 def _inputs(name: str, x, device) -> torch.Tensor:
+    """``x`` as a tensor on ``device``: float64 tensors stay float64 (for float64 checks), anything else float32."""
+    keep = isinstance(x, torch.Tensor) and x.dtype == torch.float64
     try:
-        t = torch.as_tensor(x, dtype=torch.float32, device=device)
+        t = torch.as_tensor(x, dtype=torch.float64 if keep else torch.float32, device=device)
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"{name} must be an array or tensor of numbers") from None
     if t.dim() < 1 or t.shape[0] == 0:
