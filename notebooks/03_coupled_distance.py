@@ -125,6 +125,7 @@ seed = 0
 device = "cpu"  # "cuda" for the paper scale on a GPU
 cache_dir = "../.cache/pairs"  # per-pair cache: an interrupted run resumes
 scheduler = ""  # where the pairs run: "" here, "local:2" two local worker processes, "tcp://host:port" a Dask cluster
+batch_pairs = 1  # trajectories stepped together (the batched engine; 1: one at a time, the reference)
 scale = "cpu"
 results_dir = "../results"
 
@@ -179,7 +180,7 @@ config = CoupledDistanceConfig(
     task2vec_samples=task2vec_samples, w2_samples=w2_samples, ingredient_pair=ingredient_pair,
     study_steps=study_steps, vae_fisher=vae_fisher, vae_steps=vae_steps, vae_source_steps=vae_source_steps,
     seeds=seeds, permutations=permutations, seed=seed, device=device, cache_dir=cache_dir, scheduler=scheduler,
-    scale=scale,
+    batch_pairs=batch_pairs, scale=scale,
 )
 pin_threads(1)  # one torch and one BLAS thread: the same numbers everywhere, no slowdown on a loaded 2-core machine
 t_start = time.perf_counter()

@@ -72,3 +72,45 @@ def test_bad_names():
         distance_matrix(["x"], lambda s, t: 0.0, method="m", params={})
     with pytest.raises(ValueError, match="names"):
         distance_matrix(["x", "x"], lambda s, t: 0.0, method="m", params={})
+
+
+class _Batched:
+    """A pair function that can also compute several pairs in one call, and records the calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, s, t):
+        self.calls.append(1)
+        return len(s) * 10 + len(t), {"batch": 1}
+
+    def for_pairs(self, pairs):
+        self.calls.append(len(pairs))
+        return [(len(s) * 10 + len(t), {"batch": len(pairs)}) for s, t in pairs]
+
+
+def test_batches_of_pairs_give_the_same_matrix_and_resume_from_the_cache(tmp_path):
+    import concurrent.futures
+
+    names = ["a", "bb", "ccc"]
+    one = distance_matrix(names, _Batched(), method="toy", params={})
+    f = _Batched()
+    part = distance_matrix(names[:2], f, method="toy", params={}, cache_dir=tmp_path, batch_size=4)
+    assert f.calls == [2]  # the two pairs of two tasks: one batch
+    g = _Batched()
+    full = distance_matrix(names, g, method="toy", params={}, cache_dir=tmp_path, batch_size=4)
+    np.testing.assert_array_equal(full.values, one.values)
+    assert full.from_cache == 2 and g.calls == [4]  # the four missing pairs, one batch
+    assert full.extras[("ccc", "a")] == {"batch": 4}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        h = _Batched()
+        fanned = distance_matrix(names, h, method="toy", params={}, executor=pool, batch_size=4, include_diagonal=True)
+    assert sorted(h.calls) == [1, 4, 4]  # nine pairs in batches of 4, 4 and 1
+    np.testing.assert_array_equal(fanned.values[~np.eye(3, dtype=bool)], one.values[~np.eye(3, dtype=bool)])
+
+
+def test_batch_size_needs_for_pairs():
+    with pytest.raises(ValueError, match="batch_size=3 needs a pair_fn with a for_pairs"):
+        distance_matrix(["a", "b"], lambda s, t: 1.0, method="toy", params={}, batch_size=3)
+    with pytest.raises(ValueError, match="batch_size"):
+        distance_matrix(["a", "b"], _Batched(), method="toy", params={}, batch_size=0)

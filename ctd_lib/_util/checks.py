@@ -76,4 +76,10 @@ def check_device(name: str, device) -> str:
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"{name}={device!r} was asked for but torch sees no CUDA device; use 'cpu'")
+    if device.startswith("cuda:"):
+        index, n = device[5:], torch.cuda.device_count()
+        if not index.isdigit() or int(index) >= n:
+            raise ValueError(f"{name}={device!r} does not exist here; valid: 'cuda' or 'cuda:0'..'cuda:{n - 1}'")
+    elif device not in ("cpu", "cuda"):
+        raise ValueError(f"{name}={device!r} is not valid; use 'cpu' or 'cuda' (or 'cuda:N')")
     return device

@@ -41,6 +41,7 @@ from ..data import TASKS, Task, fetch_mnist10k, make_task
 from ..geometry.sgd import accuracy, cross_entropy
 from ..models import MODEL_NAMES, make_model
 from ..results import Claim
+from ..task_distance.batched import coupled_transfer_distances, uncoupled_transfer_distances
 from ..task_distance.cluster import check_scheduler
 from ..task_distance.coupled import (
     AUTHORS_PRESET,
@@ -192,32 +193,58 @@ class PairJob:
         if self.method == "coupled":
             assert self.coupled is not None
             res = coupled_transfer_distance(src, tgt, source_model, self.coupled, source_val=sv, target_val=tv)
-            end = res.target_model.eval()
-            with torch.no_grad():
-                end_loss = float(cross_entropy(end(tv.x), tv.y))
-            extras = {
-                "per_iteration": res.per_iteration, "per_iteration_other": res.per_iteration_other,
-                "per_step_distance": res.log.per_step_length.length(self.coupled.convention),
-                "endpoint_val_acc": accuracy(end, tv.x, tv.y), "endpoint_val_loss": end_loss,
-                "eval_tau": res.log.eval_tau, "eval_train_loss": res.log.eval_train_loss,
-                "eval_val_loss": res.log.eval_val_loss,
-                "coupling_converged": res.coupling is not None and bool(res.coupling.converged),
-            }
-            if self.finetune is not None:  # Fig. 6 at an equal footing: the same fine-tuning from the coupled end
-                ft = fine_tuning_distance(res.target_model, tgt, tv, replace(self.finetune,
-                                                                             eval_every=self.finetune.max_steps))
-                assert ft.final_model is not None
-                m = ft.final_model.eval()
-                with torch.no_grad():
-                    extras["target_val_loss"] = float(cross_entropy(m(tv.x), tv.y))
-                extras["target_val_acc"] = accuracy(m, tv.x, tv.y)
-            return res.distance, extras
+            return self._coupled_extras(res, tgt, tv)
         if self.method == "uncoupled":
             assert self.coupled is not None
             res = uncoupled_transfer_distance(src, tgt, source_model, self.coupled, source_val=sv, target_val=tv)
-            return res.distance, {"per_sample": res.per_iteration_other[0], "eval_tau": res.log.eval_tau,
-                                  "per_step_distance": res.log.per_step_length.length(self.coupled.convention),
-                                  "eval_train_loss": res.log.eval_train_loss, "eval_val_loss": res.log.eval_val_loss}
+            return self._uncoupled_extras(res)
+        return self._finetune(source_model, tgt, tv)
+
+    def for_pairs(self, pairs: Sequence[tuple]) -> list:
+        """Every ``(source, target)`` of ``pairs``, the coupled and uncoupled trajectories stepped together by the
+        batched engine (:mod:`ctd_lib.task_distance.batched`), each with the numbers it gets alone; fine-tuning
+        pairs one after the other."""
+        if self.method == "fine-tuning":
+            return [self(s, t) for s, t in pairs]
+        assert self.coupled is not None
+        args = [(self._task(s, "train"), self._task(t, "train"), self._source_model(s)) for s, t in pairs]
+        vals = [(self._task(s, "test"), self._task(t, "test")) for s, t in pairs]
+        if self.method == "coupled":
+            results = coupled_transfer_distances(args, self.coupled, vals=vals, batch_size=len(pairs))
+            return [self._coupled_extras(r, a[1], v[1]) for r, a, v in zip(results, args, vals)]
+        results = uncoupled_transfer_distances(args, self.coupled, vals=vals, batch_size=len(pairs))
+        return [self._uncoupled_extras(r) for r in results]
+
+    def _coupled_extras(self, res, tgt: Task, tv: Task):
+        assert self.coupled is not None
+        end = res.target_model.eval()
+        with torch.no_grad():
+            end_loss = float(cross_entropy(end(tv.x), tv.y))
+        extras = {
+            "per_iteration": res.per_iteration, "per_iteration_other": res.per_iteration_other,
+            "per_step_distance": res.log.per_step_length.length(self.coupled.convention),
+            "endpoint_val_acc": accuracy(end, tv.x, tv.y), "endpoint_val_loss": end_loss,
+            "eval_tau": res.log.eval_tau, "eval_train_loss": res.log.eval_train_loss,
+            "eval_val_loss": res.log.eval_val_loss,
+            "coupling_converged": res.coupling is not None and bool(res.coupling.converged),
+        }
+        if self.finetune is not None:  # Fig. 6 at an equal footing: the same fine-tuning from the coupled end
+            ft = fine_tuning_distance(res.target_model, tgt, tv, replace(self.finetune,
+                                                                         eval_every=self.finetune.max_steps))
+            assert ft.final_model is not None
+            m = ft.final_model.eval()
+            with torch.no_grad():
+                extras["target_val_loss"] = float(cross_entropy(m(tv.x), tv.y))
+            extras["target_val_acc"] = accuracy(m, tv.x, tv.y)
+        return res.distance, extras
+
+    def _uncoupled_extras(self, res):
+        assert self.coupled is not None
+        return res.distance, {"per_sample": res.per_iteration_other[0], "eval_tau": res.log.eval_tau,
+                              "per_step_distance": res.log.per_step_length.length(self.coupled.convention),
+                              "eval_train_loss": res.log.eval_train_loss, "eval_val_loss": res.log.eval_val_loss}
+
+    def _finetune(self, source_model, tgt: Task, tv: Task):
         assert self.finetune is not None
         ft = fine_tuning_distance(source_model, tgt, tv, self.finetune)
         assert ft.final_model is not None  # fine_tuning_distance always returns it
@@ -260,7 +287,7 @@ def _probe(bank: TaskBank, model: str) -> torch.nn.Module:
 def family_matrices(
     bank: TaskBank, names: Sequence[str], *, model: str, coupled: CoupledConfig, methods: Sequence[str] = METHODS,
     cache_dir: str | None = None, executor: Executor | None = None, self_distances: bool = True,
-    equal_footing: bool = False,
+    equal_footing: bool = False, batch_pairs: int = 1,
 ) -> dict:
     """Every requested method's :class:`~ctd_lib.task_distance.matrices.DistanceMatrix` over the ordered pairs
     of ``names``.
@@ -271,7 +298,9 @@ def family_matrices(
 
     The trained methods (coupled, uncoupled, fine-tuning) run their pairs on ``executor`` when one is
     given (see :func:`~ctd_lib.task_distance.cluster.open_executor`), each pair a :class:`PairJob`; the
-    embeddings and W2 baselines are cheap and run here.
+    embeddings and W2 baselines are cheap and run here. ``batch_pairs`` > 1 steps that many coupled (or
+    uncoupled) trajectories together (:mod:`ctd_lib.task_distance.batched`; in float32 the numbers agree with
+    one at a time to round-off, so the batch size is part of the cache key).
     """
     for m in methods:
         check_choice("methods", m, METHODS)
@@ -283,9 +312,12 @@ def family_matrices(
             params: dict = {**base, "coupled": coupled.to_dict()} if m != "fine-tuning" else base
             if m == "coupled":
                 params = {**params, "equal_footing": equal_footing}
+            batch = batch_pairs if m != "fine-tuning" else 1
+            if batch > 1:
+                params = {**params, "batch_pairs": batch}
             out[m] = distance_matrix(names, pair_job(bank, names, m, model, coupled, equal_footing=equal_footing),
                                      method=f"{m}-{model}", params=params, cache_dir=cache_dir, executor=executor,
-                                     include_diagonal=self_distances)
+                                     include_diagonal=self_distances, batch_size=batch)
     if "task2vec" in methods or "w2-feature" in methods:
         probe = _probe(bank, model)
     if "task2vec" in methods:
@@ -494,10 +526,12 @@ class CoupledDistanceConfig:
     device: str = "cpu"  # "cuda" for the paper scale on a GPU
     cache_dir: str | None = "../.cache/pairs"  # per-pair cache (None: no cache); an interrupted run resumes
     scheduler: str = ""  # where the pairs run: "" here, "local:N" N local workers, "tcp://host:port" a Dask scheduler
+    batch_pairs: int = 1  # trajectories stepped together by the batched engine (1: one at a time, the reference)
     scale: str = "cpu"  # the scale the results are filed under
 
     def __post_init__(self):
         check_scheduler("scheduler", self.scheduler)
+        check_positive("batch_pairs", self.batch_pairs, integer=True)
         # at least 3 tasks per family: the Mantel tests need them, and the Fig. 4a analogue transfers the
         # second nested task to the third
         object.__setattr__(self, "nested_tasks", _check_tasks("nested_tasks", self.nested_tasks, at_least=3))
@@ -636,17 +670,18 @@ def family_step(config: CoupledDistanceConfig, bank: TaskBank, family: str,
     ccfg = config.coupled()
     if family == "nested":
         return family_matrices(bank, list(config.nested_tasks), model=config.model, coupled=ccfg,
-                               cache_dir=config.cache_dir, executor=executor)
+                               cache_dir=config.cache_dir, executor=executor, batch_pairs=config.batch_pairs)
     if family == "disjoint":
         return family_matrices(bank, list(config.disjoint_tasks), model=config.model, coupled=ccfg,
-                               cache_dir=config.cache_dir, executor=executor, equal_footing=True)
+                               cache_dir=config.cache_dir, executor=executor, equal_footing=True,
+                               batch_pairs=config.batch_pairs)
     if family == "large":
         return family_matrices(bank, list(config.capacity_tasks), model=config.large_model, coupled=ccfg,
                                methods=("coupled", "fine-tuning"), cache_dir=config.cache_dir, executor=executor,
-                               self_distances=False)
+                               self_distances=False, batch_pairs=config.batch_pairs)
     return family_matrices(bank, list(config.cross_domain), model=config.model, coupled=ccfg,
                            methods=("coupled", "uncoupled", "fine-tuning", "task2vec", "w2-pixel"),
-                           cache_dir=config.cache_dir, executor=executor)
+                           cache_dir=config.cache_dir, executor=executor, batch_pairs=config.batch_pairs)
 
 
 def entry(D: DistanceMatrix, source: str, target: str) -> float:

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .._util.checks import check_positive
+from .._util.checks import check_device, check_positive
 from .._util.progress import progress
 from ..data import Task
 from ..geometry.length import LengthMeter, kl_categorical
@@ -65,28 +65,9 @@ from .coupled import (
 )
 
 __all__ = [
-    "StackedModels", "TrajectoryJob", "batched_pair_kl_costs", "check_device", "coupled_transfer_distances",
+    "StackedModels", "TrajectoryJob", "batched_pair_kl_costs", "coupled_transfer_distances",
     "run_trajectories", "uncoupled_transfer_distances",
 ]
-
-
-def check_device(device) -> torch.device:
-    """``device`` as a ``torch.device`` that exists here, or a one-line ``ValueError`` naming it."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device={device!r} is not a device name (valid: 'cpu', 'cuda', 'cuda:N', 'mps')") from exc
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} does not exist here: torch sees no CUDA device (use 'cpu')")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device={device!r} does not exist here: torch sees {torch.cuda.device_count()} "
-                             f"CUDA device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={device!r} does not exist here (no MPS backend)")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device={device!r} is not supported; valid: 'cpu', 'cuda', 'cuda:N', 'mps'")
-    return dev
 
 
 def _signature(model: nn.Module) -> tuple:
@@ -194,7 +175,7 @@ class TrajectoryJob:
 def _check_jobs(jobs: Sequence[TrajectoryJob], cfg: CoupledConfig) -> None:
     if len(jobs) < 1:
         raise ValueError("jobs is empty: a batch needs at least one trajectory")
-    check_device(cfg.device)
+    check_device("device", cfg.device)
     shape, classes = tuple(jobs[0].source.x.shape[1:]), jobs[0].source.num_classes
     for i, job in enumerate(jobs):
         if not isinstance(job, TrajectoryJob):
@@ -448,7 +429,7 @@ def coupled_transfer_distances(
     if len(vals) != len(pairs):
         raise ValueError(f"vals has {len(vals)} entries; pairs has {len(pairs)}")
     groups = _batches(len(pairs), batch_size)
-    check_device(cfg.device)
+    check_device("device", cfg.device)
     for i, (s, t, _m) in enumerate(pairs):
         try:
             _check_tasks(s, t)

@@ -29,7 +29,7 @@ from .._util.checks import check_positive
 from .._util.io import atomic_write_text, jsonable
 from .._util.progress import progress
 
-__all__ = ["DistanceMatrix", "PairFailed", "distance_matrix", "plot_distance_matrix", "run_pair", "runtime"]
+__all__ = ["DistanceMatrix", "PairFailed", "distance_matrix", "plot_distance_matrix", "run_batch", "run_pair", "runtime"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,26 @@ def run_pair(pair_fn: Callable, source: str, target: str, threads: int) -> tuple
         torch.set_num_threads(before)
 
 
+def run_batch(pair_fn, pairs: Sequence[tuple], threads: int) -> list:
+    """Compute several pairs in one call of ``pair_fn.for_pairs(pairs)`` (e.g. trajectories stepped together by
+    the batched engine), pinned to ``threads`` as :func:`run_pair`. Returns one ``(value, extras, provenance)``
+    per pair, in order."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        outs = pair_fn.for_pairs(list(pairs))
+        if len(outs) != len(pairs):
+            raise RuntimeError(f"for_pairs returned {len(outs)} results for {len(pairs)} pairs")
+        prov = {**runtime(), "host": platform.node(), "pid": os.getpid(), "batched": len(pairs)}
+        done = []
+        for out in outs:
+            value, extra = out if isinstance(out, tuple) else (out, {})
+            done.append((float(value), jsonable(extra), prov))
+        return done
+    finally:
+        torch.set_num_threads(before)
+
+
 def _check_executor(executor, pair_fn) -> None:
     if not isinstance(executor, concurrent.futures.Executor):
         raise ValueError(f"executor must be a concurrent.futures.Executor (e.g. ProcessPoolExecutor, or a Dask "
@@ -140,6 +160,7 @@ def distance_matrix(
     show_progress: bool | None = None,
     executor: concurrent.futures.Executor | None = None,
     threads: int | None = None,
+    batch_size: int = 1,
 ) -> DistanceMatrix:
     """Evaluate ``pair_fn(source, target)`` for every ordered pair of ``names``.
 
@@ -165,6 +186,9 @@ def distance_matrix(
         :class:`PairFailed` once every other pair is done and cached.
     threads : torch intra-op threads for each pair (default: this process's current count), so a
         pair computed on a worker equals the same pair computed here.
+    batch_size : pairs computed together by ``pair_fn.for_pairs(pairs)`` (e.g. the batched trajectory
+        engine); 1 computes them one by one. A batch is one job: on an executor, it goes to one worker.
+        Needs a ``for_pairs`` method when above 1.
     """
     names = list(names)
     if len(names) < 2:
@@ -175,6 +199,10 @@ def distance_matrix(
         _check_executor(executor, pair_fn)
     threads = torch.get_num_threads() if threads is None else threads
     check_positive("threads", threads, integer=True)
+    check_positive("batch_size", batch_size, integer=True)
+    if batch_size > 1 and not hasattr(pair_fn, "for_pairs"):
+        raise ValueError(f"batch_size={batch_size} needs a pair_fn with a for_pairs(pairs) method; "
+                         f"{type(pair_fn).__name__} has none (use batch_size=1)")
     n = len(names)
     values = np.zeros((n, n))
     extras: dict = {}
@@ -207,12 +235,18 @@ def distance_matrix(
             values[i, j] = entry["value"]
             extras[(names[i], names[j])] = entry["extras"]
     failures: dict = {}
-    if executor is None:
+    groups = [todo[a:a + batch_size] for a in range(0, len(todo), batch_size)]
+    if executor is None and batch_size == 1:
         for i, j in progress(todo, desc=f"{method} matrix", enabled=show_progress):
             value, extra, prov = run_pair(pair_fn, names[i], names[j], threads)
             record(i, j, value, extra, prov)
+    elif executor is None:
+        for group in progress(groups, desc=f"{method} matrix ({batch_size} pairs a batch)", enabled=show_progress):
+            for (i, j), (value, extra, prov) in zip(group, run_batch(pair_fn, [(names[i], names[j])
+                                                                                for i, j in group], threads)):
+                record(i, j, value, extra, prov)
     else:
-        failures = _fan_out(executor, pair_fn, names, todo, threads, record, method, show_progress)
+        failures = _fan_out(executor, pair_fn, names, groups, threads, record, method, show_progress)
     result = DistanceMatrix(method=method, names=names, values=values, extras=extras, from_cache=hits,
                             cached=cache_dir is not None)
     if failures:
@@ -222,30 +256,39 @@ def distance_matrix(
     return result
 
 
-def _fan_out(executor, pair_fn, names, todo, threads, record, method, show_progress) -> dict:
-    """Submit the missing pairs, record each result as it arrives; return the failed pairs."""
+def _fan_out(executor, pair_fn, names, groups, threads, record, method, show_progress) -> dict:
+    """Submit the missing pairs (one job per group of pairs), record each result as it arrives; return the
+    failed pairs."""
     here = runtime()
     futures = {}
-    for i, j in todo:
-        s, t = names[i], names[j]
-        job = pair_fn.for_pair(s, t) if hasattr(pair_fn, "for_pair") else pair_fn
-        futures[executor.submit(run_pair, job, s, t, threads)] = (i, j)
+    for group in groups:
+        st = [(names[i], names[j]) for i, j in group]
+        if len(group) == 1:
+            s, t = st[0]
+            job = pair_fn.for_pair(s, t) if hasattr(pair_fn, "for_pair") else pair_fn
+            futures[executor.submit(run_pair, job, s, t, threads)] = group
+        else:
+            futures[executor.submit(run_batch, pair_fn, st, threads)] = group
     failures: dict = {}
-    bar = tqdm(total=len(futures), desc=f"{method} matrix", disable=None if show_progress is None else not show_progress,
-               leave=False)
+    bar = tqdm(total=sum(len(g) for g in groups), desc=f"{method} matrix",
+               disable=None if show_progress is None else not show_progress, leave=False)
     try:
         for fut in concurrent.futures.as_completed(futures):
-            i, j = futures[fut]
+            group = futures[fut]
             try:
-                value, extra, prov = fut.result()
-                mixed = {k: (here[k], prov[k]) for k in ("torch", "dtype") if prov.get(k) != here[k]}
-                if mixed:
-                    raise RuntimeError(f"computed on {prov.get('host')} with {mixed} (worker, not client): "
-                                       "results of a mixed cluster are not mixed into one matrix")
-                record(i, j, value, extra, prov)
+                out = fut.result()
+                done = [out] if len(group) == 1 else out
+                for (i, j), (value, extra, prov) in zip(group, done):
+                    mixed = {k: (here[k], prov[k]) for k in ("torch", "dtype") if prov.get(k) != here[k]}
+                    if mixed:
+                        raise RuntimeError(f"computed on {prov.get('host')} with {mixed} (worker, not client): "
+                                           "results of a mixed cluster are not mixed into one matrix")
+                    record(i, j, value, extra, prov)
             except Exception as exc:  # noqa: BLE001 - reported by pair, the others go on
-                failures[(names[i], names[j])] = f"{type(exc).__name__}: {exc}"
-            bar.update(1)
+                for i, j in group:
+                    if (names[i], names[j]) not in failures:
+                        failures[(names[i], names[j])] = f"{type(exc).__name__}: {exc}"
+            bar.update(len(group))
             bar.set_postfix(done=bar.n - len(failures), running=sum(f.running() for f in futures if not f.done()),
                             failed=len(failures))
     except BaseException:
