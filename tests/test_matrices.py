@@ -96,7 +96,7 @@ def test_batches_of_pairs_give_the_same_matrix_and_resume_from_the_cache(tmp_pat
     one = distance_matrix(names, _Batched(), method="toy", params={})
     f = _Batched()
     part = distance_matrix(names[:2], f, method="toy", params={}, cache_dir=tmp_path, batch_size=4)
-    assert f.calls == [2]  # the two pairs of two tasks: one batch
+    assert f.calls == [2] and part.values[0, 1] == 12  # the two pairs of two tasks: one batch
     g = _Batched()
     full = distance_matrix(names, g, method="toy", params={}, cache_dir=tmp_path, batch_size=4)
     np.testing.assert_array_equal(full.values, one.values)
