@@ -230,3 +230,30 @@ def test_every_chapter_typesets_its_math_without_errors(book):
     finally:
         server.shutdown()
     assert not problems, f"MathJax problems: {problems}"
+
+
+def test_entry_point_writes_the_notebooks_results(book, tmp_path):
+    """``python -m ctd_lib.experiments.task_distances`` (no Jupyter) gives chapter 3's results file: the same
+    claims, evidence and metrics as the executed notebook, reading the same per-pair cache."""
+    run = subprocess.run(
+        [sys.executable, "-m", "ctd_lib.experiments.task_distances", "--scale", "smoke", "--results-dir",
+         str(tmp_path), "--cache-dir", str(book["src"] / ".cache" / "pairs")],
+        capture_output=True, text=True, timeout=1200, cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    ours = read_results(tmp_path / "smoke" / "03_coupled_distance.json")
+    nb = read_results(book["results"] / "smoke" / "03_coupled_distance.json")
+    assert ours["claims"] == nb["claims"]
+    assert ours["metrics"] == nb["metrics"]
+    assert ours["provenance"]["parameters"] == nb["provenance"]["parameters"]
+
+
+def test_entry_point_refuses_bad_arguments(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("stepz: 3\n")
+    for args, message in ((["--params", str(bad)], "unknown parameter"), (["--batch-pairs", "0"], "batch_pairs"),
+                          (["--params", str(tmp_path / "none.yml")], "is not a file")):
+        run = subprocess.run([sys.executable, "-m", "ctd_lib.experiments.task_distances", "--results-dir",
+                              str(tmp_path / "out"), *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert run.returncode == 2 and message in run.stderr, run.stderr[-2000:]
+        assert not (tmp_path / "out").exists()

@@ -74,6 +74,7 @@ from ..task_distance.vae_length import VAELengthConfig, VAEPairJob
 from ..transport.gaussian import wasserstein2
 
 __all__ = [
+    "run_chapter",
     "COUPLED_FIELDS", "FAMILIES", "INPUT_SPACE", "InputSpaceComparison", "LengthStudy", "PairJob", "STUDY_KINDS",
     "TRAINED_METHODS", "VAE_KINDS", "input_space_comparison", "length_study", "main", "pair_job", "per_step_matrix",
     "preset_differences", "rank_agreement", "self_floor", "vae_step",
@@ -1149,6 +1150,47 @@ def claims(result: CoupledDistanceResult) -> list:
 
 
 FAMILIES = ("nested", "disjoint", "large", "cross")
+
+
+def run_chapter(config: CoupledDistanceConfig, executor: Executor | None = None, *,
+                report=None) -> CoupledDistanceResult:
+    """Every computation of chapter 3, in the notebook's order, into one :class:`CoupledDistanceResult`.
+
+    The notebook calls the same steps one cell at a time (with its figures between them); this is the
+    same sequence without Jupyter, for :mod:`ctd_lib.experiments.task_distances` (the paper-scale entry
+    point). ``report`` (e.g. ``print``) is told each step's name as it starts.
+    """
+    say = report or (lambda _msg: None)
+    bank = make_bank(config)
+    say("what the length measures")
+    study = length_study(config, bank)
+    say("nested family (Fig. 2)")
+    nested = family_step(config, bank, "nested", executor=executor)
+    subset = subset_comparison(nested)
+    say("disjoint family (Fig. 3)")
+    disjoint = family_step(config, bank, "disjoint", executor=executor)
+    mantel_disjoint = mantel_table(disjoint, permutations=config.permutations, seed=config.seed)
+    mantel_nested = mantel_table(nested, permutations=config.permutations, seed=config.seed)
+    say("ingredients")
+    ingredients = ingredient_step(config, bank)
+    conv = convergence(disjoint["coupled"])
+    say("capacity (Fig. 5)")
+    large = family_step(config, bank, "large", executor=executor)
+    say("across input domains")
+    cross = family_step(config, bank, "cross", executor=executor)
+    target = target_comparison(disjoint)
+    say("input-space distances (Fig. 7)")
+    vae = vae_step(config, bank, executor=executor)
+    panels = {**vae, "w2-pixel": disjoint["w2-pixel"], "w2-feature": disjoint["w2-feature"]}
+    input_space = input_space_comparison(panels, disjoint["fine-tuning"], seed=config.seed)
+    say("seed-to-seed spread")
+    spread = seed_step(config)
+    return CoupledDistanceResult(
+        config=config, nested=nested, disjoint=disjoint, large=large, cross=cross, subset=subset,
+        mantel_disjoint=mantel_disjoint, mantel_nested=mantel_nested, ingredients=ingredients, convergence=conv,
+        target=target, spread=spread, study=study, vae=vae, input_space=input_space,
+        rank_disjoint=rank_agreement(disjoint), rank_nested=rank_agreement(nested),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
