@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ctd-installed
 
-.PHONY: book test setup data notebooks html browser lint clean
+.PHONY: book test setup data notebooks html browser lint clean gpu-wheels
 
 book: setup data notebooks html
 
@@ -48,6 +48,18 @@ browser:
 	    echo "The browser check needs chromium on PATH: sudo apt-get install chromium (Debian/Ubuntu)"; exit 1; \
 	  fi; }
 	@chromium --version
+
+# Wheels for scripts/gpu_run.sh on a GPU machine without a network (Python GPU_PY, manylinux x86_64): POT,
+# scikit-bio and what scikit-bio needs beyond a usual PyTorch image, and the embedded digits.
+GPU_PY ?= 3.12
+gpu-wheels: data
+	mkdir -p wheels
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PY) --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  --platform manylinux1_x86_64 -d wheels "POT==0.9.7.post1" "scikit-bio==0.7.4" "biom-format==2.1.18" \
+	  "decorator==5.3.1" "array-api-compat==1.16.0"
+	$(BIN)/python -c "from ctd_lib.data import fetch_mnist10k; import shutil; shutil.copy(fetch_mnist10k(), 'wheels/')"
+	@ls -la wheels
 
 clean:
 	rm -rf _build notebooks/*.ipynb results/cpu results/smoke test-artifacts

@@ -46,6 +46,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .._util.checks import check_device, check_positive
 from .._util.progress import progress
+from .._util.torch_state import rng_state, set_rng_state
 from ..data import Task
 from ..geometry.length import LengthMeter, kl_categorical
 from ..geometry.sgd import cross_entropy
@@ -207,10 +208,11 @@ def run_trajectories(
     seeds = [int(job.seed) for job in jobs]
     dev = torch.device(cfg.device)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.random.default_generator.manual_seed(int(np.random.SeedSequence(seeds).generate_state(1)[0]))
+        batch_seed = int(np.random.SeedSequence(seeds).generate_state(1)[0])  # the batch's dropout stream
+        torch.random.default_generator.manual_seed(batch_seed)
         if dev.type == "cuda":
             with torch.cuda.device(dev):
-                torch.cuda.manual_seed(seeds[0])
+                torch.cuda.manual_seed(batch_seed)
         return _run(jobs, cfg, desc=desc, show_progress=show_progress)
 
 
@@ -301,7 +303,7 @@ def _run(jobs, cfg, *, desc, show_progress):
         if last:
             break
         assert xb is not None and yb is not None
-        state = torch.random.get_rng_state() if stack.dropout else None
+        state = rng_state(dev) if stack.dropout else None
         with torch.no_grad():
             w_before = torch._foreach_mul(params, 1.0)
         logits = stack(xb)
@@ -311,7 +313,7 @@ def _run(jobs, cfg, *, desc, show_progress):
         opt.step()
         losses[:, step] = loss.detach()
         if state is not None:
-            torch.random.set_rng_state(state)  # the same dropout masks as the training forward
+            set_rng_state(dev, state)  # the same dropout masks as the training forward
         with torch.no_grad():
             saved = {k: v.clone() for k, v in stack.buffers.items()}
             after = stack(xb)
