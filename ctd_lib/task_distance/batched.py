@@ -59,6 +59,7 @@ from .coupled import (
     _has_dropout,
     _lengths,
     _Streams,
+    affine_stem,
     checkpoint_steps,
     initial_coupling,
     proximal_update,
@@ -105,6 +106,7 @@ class StackedModels:
         self.buffers = {k: buffers[k] for k in self.buffer_names}
         self.template = copy.deepcopy(models[0]).to("meta")
         self.dropout = _has_dropout(models[0])
+        self._stem_prefix = "layers.0" if affine_stem(models[0]) is not None else None
 
     def train(self) -> None:
         self.template.train()
@@ -126,6 +128,28 @@ class StackedModels:
         return fn(params, buffers, x)
 
     __call__ = forward
+
+    def affine_stem(self) -> tuple | None:
+        """``(first, rest)`` for stacked weights, as :func:`~ctd_lib.task_distance.coupled.affine_stem` for one
+        model: ``first(params, x)`` (x: (P, N, ...)) the first, affine layer of each model, ``rest(params,
+        buffers, h)`` the layers after it; None when the architecture has no such stem."""
+        if self._stem_prefix is None:
+            return None
+        prefix = self._stem_prefix
+        layers = self.template.layers
+        assert isinstance(layers, nn.Sequential)
+        rest_module = layers[1:]
+
+        def first(params: dict, x: torch.Tensor) -> torch.Tensor:
+            w, b = params[f"{prefix}.weight"], params[f"{prefix}.bias"]
+            return torch.baddbmm(b.unsqueeze(1), x.reshape(x.shape[0], x.shape[1], -1), w.transpose(1, 2))
+
+        def rest(params: dict, buffers: dict, h: torch.Tensor) -> torch.Tensor:
+            sub = {k[len("layers."):]: v for k, v in params.items()
+                   if k.startswith("layers.") and not k.startswith(f"{prefix}.")}
+            return vmap(lambda p, hh: functional_call(rest_module, p, (hh,)), in_dims=(0, 0))(sub, h)
+
+        return first, rest
 
     def flat(self) -> torch.Tensor:
         """(P, n) the weights of every model as one flat vector each, in ``flat_parameters`` order."""
@@ -376,20 +400,30 @@ def batched_pair_kl_costs(
     xs = [s.x.to(dev) for s in sources]
     xt = [t.x.to(dev) for t in targets]
     per_call = max(1, chunk // (2 * P))  # pairs per model per call: about `chunk` inputs per call
+    stem = stack.affine_stem()
+    if stem is not None:  # the first layer once per sample (padded to the largest task), combined per pair
+        xs_pad = _padded(xs)
+        xt_pad = _padded(xt)
     for m in range(M - 1):  # chord m: 2P networks, before = checkpoint m and after = m + 1 of every pair
         ends = [logs[p].checkpoints[m + e] for e in (0, 1) for p in range(P)]
         weights = stack.unflatten(torch.stack(ends).to(dev))
         bufs = stack.stack_buffers([logs[p].checkpoint_buffers[m + e] for e in (0, 1) for p in range(P)]) \
             if stack.buffer_names else {}
+        taus = [logs[p].checkpoint_tau[m] for p in range(P)]
+        if stem is not None:
+            first, rest = stem
+            hs, ht = first(weights, torch.cat([xs_pad, xs_pad])), first(weights, torch.cat([xt_pad, xt_pad]))
         for a in range(0, n_max, per_call):
-            xin = []
-            for p in range(P):
-                I, J = index[p]
-                sel = torch.arange(a, a + per_call, device=dev).clamp_max(I.numel() - 1)  # pad with the last pair
-                tau = logs[p].checkpoint_tau[m]
-                xin.append((1 - tau) * xs[p][I[sel]] + tau * xt[p][J[sel]])
-            x = torch.stack(xin)
-            logits = stack.forward(torch.cat([x, x]), weights, bufs)
+            sel = [torch.arange(a, a + per_call, device=dev).clamp_max(index[p][0].numel() - 1)  # pad: last pair
+                   for p in range(P)]
+            if stem is not None:
+                h = torch.stack([(1 - taus[q % P]) * hs[q][index[q % P][0][sel[q % P]]]
+                                 + taus[q % P] * ht[q][index[q % P][1][sel[q % P]]] for q in range(2 * P)])
+                logits = rest(weights, bufs, h)
+            else:
+                x = torch.stack([(1 - taus[p]) * xs[p][index[p][0][sel[p]]] + taus[p] * xt[p][index[p][1][sel[p]]]
+                                 for p in range(P)])
+                logits = stack.forward(torch.cat([x, x]), weights, bufs)
             c = logits.shape[-1]
             kl = kl_categorical(logits[:P].double().reshape(-1, c), logits[P:].double().reshape(-1, c))
             root = (2.0 * kl.reshape(P, per_call).clamp_min(0.0)).sqrt().cpu()
@@ -405,6 +439,15 @@ def batched_pair_kl_costs(
             blocks.append(totals[p][offset:offset + n].numpy().reshape(len(i), len(j)))
             offset += n
         out.append(blocks)
+    return out
+
+
+def _padded(xs: list) -> torch.Tensor:
+    """(P, N_max, ...) from P tensors of up to N_max samples, zero-padded (the padding is never indexed)."""
+    n = max(x.shape[0] for x in xs)
+    out = xs[0].new_zeros((len(xs), n, *xs[0].shape[1:]))
+    for p, x in enumerate(xs):
+        out[p, : x.shape[0]] = x
     return out
 
 
