@@ -209,6 +209,15 @@ class BlockPlan:
             object.__setattr__(self, "_cdf_cache", cached)
         return cached
 
+    def _block_probabilities(self) -> np.ndarray:
+        """The law of the block of a pair: each block's mass over the total (computed once)."""
+        cached = self.__dict__.get("_block_p_cache")
+        if cached is None:
+            mass = np.array([p.sum() for p in self.plans])
+            cached = mass / mass.sum()
+            object.__setattr__(self, "_block_p_cache", cached)
+        return cached
+
     def sample_pairs(self, n: int, rng: np.random.Generator, *, block_sampling: str = "per_sample"
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n`` pairs (i, j) from the coupling: a block by its mass, then a pair by the block's entries.
@@ -221,13 +230,16 @@ class BlockPlan:
         check_choice("block_sampling", block_sampling, ("per_sample", "per_batch"))
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
-        mass = np.array([p.sum() for p in self.plans])
+        cdfs, block_p = self._cdfs(), self._block_probabilities()
         size = 1 if block_sampling == "per_batch" else n
-        blocks = rng.choice(len(self.plans), size=size, p=mass / mass.sum())
-        if block_sampling == "per_batch":
-            blocks = np.repeat(blocks, n)
+        blocks = rng.choice(len(self.plans), size=size, p=block_p)
+        if block_sampling == "per_batch":  # one block: its pairs straight from its cdf
+            k = int(blocks[0])
+            flat = cdfs[k].searchsorted(rng.random(n), side="right")
+            r, c = np.divmod(flat, self.plans[k].shape[1])
+            return self.assignment.source_blocks[k][r].astype(np.int64), \
+                self.assignment.target_blocks[k][c].astype(np.int64)
         i, j = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
-        cdfs = self._cdfs()
         for k in np.unique(blocks):
             where = np.flatnonzero(blocks == k)
             # rng.choice(p.size, size, p=p / p.sum()) exactly (the same draws), with the block's cdf computed once
