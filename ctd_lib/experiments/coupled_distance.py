@@ -489,11 +489,11 @@ class CoupledDistanceConfig:
     capacity_tasks: tuple = ("mnist10k-01", "mnist10k-23", "mnist10k-45")  # disjoint tasks of Fig. 5 (large_model)
     model: str = "mlp"  # 784-256-10
     large_model: str = "mlp-wide"  # 784-1024-10, for the capacity comparison (Fig. 5)
-    n_per_class: int = 40  # training images per class, per task
+    n_per_class: int = 60  # training images per class, per task
     n_val_per_class: int = 20  # held-out images per class, per task
     source_steps: int = 2000  # SGD steps training each source model (to a training loss near 0)
     source_lr: float = 0.05  # learning rate of the source models (plain SGD)
-    steps: int = 200  # SGD steps of one transfer trajectory
+    steps: int = 300  # SGD steps of one transfer trajectory
     lr: float = 0.005  # learning rate of the transfer trajectories (Eq. 12c)
     momentum: float = 0.9  # their SGD momentum (the authors' 0.9)
     weight_decay: float = 5e-4  # their weight decay (the authors' 5e-4)
@@ -517,7 +517,7 @@ class CoupledDistanceConfig:
     task2vec_samples: int = 200  # inputs per task for the diagonal Fisher of Task2Vec
     w2_samples: int = 200  # images per task in the W2 baselines
     ingredient_pair: tuple = ("mnist10k-01", "mnist10k-23")  # the pair of the ingredient, estimator and seed studies
-    study_steps: tuple = (100, 200, 400)  # trajectory lengths of the estimator study ("What the length measures")
+    study_steps: tuple = (150, 300, 600)  # trajectory lengths of the estimator study ("What the length measures")
     vae_fisher: str = "decoder"  # which likelihood defines the Fisher metric of a VAE (Fig. 7a-b; the paper is silent)
     vae_steps: int = 200  # Adam steps of a VAE transfer (Fig. 7a-b)
     vae_source_steps: int = 300  # Adam steps training each source VAE
