@@ -234,7 +234,7 @@ def affine_stem(model: nn.Module) -> tuple[Callable, Callable] | None:
 
     For :class:`~ctd_lib.models.MLP`: ``first`` is the flattening and the first ``nn.Linear``,
     ``rest`` the layers after it. An affine map commutes with the interpolation of Eq. (12b),
-    :math:`f((1-	au)x_s + 	au x_t) = (1-	au) f(x_s) + 	au f(x_t)`, so the ground cost needs the first
+    :math:`f((1-\tau)x_s + \tau x_t) = (1-\tau) f(x_s) + \tau f(x_t)`, so the ground cost needs the first
     layer once per sample instead of once per pair. Other architectures return None (their first
     convolution is a small part of their work).
     """
@@ -293,7 +293,7 @@ def pair_kl_cost(
     stem = affine_stem(model)
 
     def logits(tau: float) -> torch.Tensor:
-        """The loaded network's logits at every pair's :math:`x^{ij}_\tau`, (n_pairs, C)."""
+        """The loaded network's logits at every pair's interpolated input, (n_pairs, C)."""
         if stem is not None:  # the first layer once per sample, then combined per pair (exact: it is affine)
             first, rest = stem
             a, b = first(xs), first(xt)
