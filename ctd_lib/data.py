@@ -14,6 +14,10 @@ data root the user supplies.  A *task* (:class:`TaskSpec`) is a dataset and a
 subset of its classes; :data:`TASKS` holds the ones used in the book,
 including the CIFAR-100 and CIFAR-10 groups of [Gao & Chaudhari 2021].
 
+Your own data become tasks through :meth:`Task.from_folder` (torchvision's ``ImageFolder``
+layout, one sub-folder per class), :meth:`Task.from_npz` (arrays ``x`` and ``y``) and
+:meth:`Task.from_arrays`; the command ``ctd-distance`` (:mod:`ctd_lib.cli`) reads any of them (:mod:`ctd_lib.user_data`).
+
 Examples
 --------
 >>> TASKS["cifar100-herbivores"].classes
@@ -405,6 +409,15 @@ class Task:
         The dataset's class ids in the task.
     num_classes : int
         Width of the classification head the labels index into.
+    class_names : tuple of str
+        The name of each label id ``0 .. num_classes - 1`` (the label space), for tasks read from
+        an image folder; ``()`` when the ids are the names (registered tasks, arrays).
+
+    Tasks from your own data: :meth:`from_folder` (torchvision's ``ImageFolder`` layout),
+    :meth:`from_npz` (arrays ``x`` and ``y``) and :meth:`from_arrays`; :meth:`to_folder` writes
+    a task as such a folder. Two tasks share a label space when label id ``i`` means the same
+    class in both: give both folders ``class_names=`` the sorted union of their class names
+    (:func:`~ctd_lib.user_data.folder_classes`), which is what ``ctd-distance`` does.
     """
 
     name: str
@@ -413,6 +426,42 @@ class Task:
     classes: tuple[int, ...]
     num_classes: int
     input_shape: tuple[int, ...]
+    class_names: tuple[str, ...] = ()  # names of the label ids 0 .. num_classes - 1; () when ids are the names
+
+    @classmethod
+    def from_arrays(cls, x, y, *, name: str = "arrays", num_classes: int | None = None,
+                    class_names: Sequence[str] | None = None, resize: Sequence[int] | None = None,
+                    channels: int | None = None) -> Task:
+        """A task from arrays: images ``x`` and integer labels ``y`` (see :func:`~ctd_lib.user_data.task_from_arrays`)."""
+        from .user_data import task_from_arrays
+
+        return task_from_arrays(x, y, name=name, num_classes=num_classes, class_names=class_names,
+                                resize=resize, channels=channels)
+
+    @classmethod
+    def from_npz(cls, path: str | os.PathLike, *, name: str | None = None, num_classes: int | None = None,
+                 resize: Sequence[int] | None = None, channels: int | None = None) -> Task:
+        """A task from an ``.npz`` holding arrays ``x`` and ``y`` (see :func:`~ctd_lib.user_data.task_from_npz`)."""
+        from .user_data import task_from_npz
+
+        return task_from_npz(path, name=name, num_classes=num_classes, resize=resize, channels=channels)
+
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike, *, name: str | None = None,
+                    class_names: Sequence[str] | None = None, resize: Sequence[int] | None = None,
+                    channels: int | None = None, n_per_class: int | None = None, seed: int = 0) -> Task:
+        """A task from an image folder, one sub-folder per class (see :func:`~ctd_lib.user_data.task_from_folder`)."""
+        from .user_data import task_from_folder
+
+        return task_from_folder(path, name=name, class_names=class_names, resize=resize, channels=channels,
+                                n_per_class=n_per_class, seed=seed)
+
+    def to_folder(self, path: str | os.PathLike) -> Path:
+        """Write the task as an image folder that :meth:`from_folder` reads back
+        (see :func:`~ctd_lib.user_data.task_to_folder`)."""
+        from .user_data import task_to_folder
+
+        return task_to_folder(self, path)
 
 
 def _spec(name: str, dataset: str, classes: Sequence[int], description: str) -> TaskSpec:
@@ -551,3 +600,4 @@ def make_task(name_or_spec: str | TaskSpec, split: str = "train", *,
     x = torch.from_numpy(np.ascontiguousarray(data.x[idx]))
     return Task(name=spec.name, x=x, y=torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)),
                 classes=classes, num_classes=num_classes, input_shape=tuple(x.shape[1:]))
+
