@@ -10,6 +10,7 @@ distances with a per-pair cache, Mantel tests, and the Rademacher view of Sec. 4
 :mod:`.matrices`            matrices of ordered pairs, cached per pair, fanned out over an executor
 :mod:`.cluster`             the executor of a scheduler string: here, a local Dask cluster, a remote one
 :mod:`.stats`               Mantel tests, symmetrisation, matrix comparisons
+:mod:`.paper_numbers`       the paper's printed matrices and Mantel statistics, re-analysed under every convention
 :mod:`.rademacher`          Theorem 5 (Eq. 14) and Rademacher complexities (Eq. 13)
 ==========================  ====================================================
 """
@@ -44,6 +45,23 @@ from .coupled import (
 )
 from .finetune import FineTuneConfig, FineTuneResult, fine_tuning_distance
 from .matrices import DistanceMatrix, PairFailed, distance_matrix, plot_distance_matrix, run_pair, runtime
+from .paper_numbers import (
+    MANTEL_CONVENTIONS,
+    PAPER_MATRICES,
+    REPORTED_MANTEL,
+    ComparisonCheck,
+    ConventionOutcome,
+    MantelConvention,
+    PrintedMatrix,
+    Reanalysis,
+    ReportedMantel,
+    compare_under_conventions,
+    exact_p_counts,
+    mantel_convention,
+    min_attainable_p,
+    monte_carlo_rounding_probability,
+    reanalyse,
+)
 from .rademacher import (
     RademacherEstimate,
     Theorem5Bound,
@@ -100,6 +118,9 @@ __all__ = [
     "task2vec_embedding", "task2vec_matrix", "DistanceMatrix", "distance_matrix", "plot_distance_matrix",
     "ALTERNATIVES", "DistanceComparison", "MAX_EXACT_LIMIT", "METHODS", "MantelResult", "SYMMETRIZE_HOW",
     "TIE_TOL", "compare_distance_matrices", "mantel_asymmetric", "mantel_symmetric", "normalized_r", "symmetrize",
+    "MANTEL_CONVENTIONS", "PAPER_MATRICES", "REPORTED_MANTEL", "ComparisonCheck", "ConventionOutcome", "MantelConvention",
+    "PrintedMatrix", "Reanalysis", "ReportedMantel", "compare_under_conventions", "exact_p_counts", "mantel_convention",
+    "min_attainable_p", "monte_carlo_rounding_probability", "reanalyse",
     "RademacherEstimate", "Theorem5Bound", "TrajectoryGap", "check_instants", "classical_bound",
     "clipped_cross_entropy", "clipped_logistic_loss", "contraction_upper", "fit_linear_ball", "n_for_nonvacuous",
     "rademacher_linear", "rademacher_loss_class_lower", "theorem5_bound", "theorem5_threshold", "trajectory_gap"
