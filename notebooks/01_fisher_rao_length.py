@@ -15,12 +15,16 @@
 # (chapter-fisher-rao)=
 # # 1. The Fisher-Rao length of a weight trajectory
 #
-# *Seed 000 (Gao & Chaudhari 2021), Sec. 2.1, Eqs. (2)-(5).*
+# *Seed 000, {cite:t}`gao2021information`, Sec. 2.1, Eqs. (2)-(5).*
 #
-# A classifier $p_w(y \mid x)$ is a point on a statistical manifold. When SGD moves
-# its weights by $dw$, the distance travelled on that manifold is measured by the
-# Kullback-Leibler divergence between the conditional distributions before and after (the
-# paper's Eq. (2))
+# Download: {download}`the Jupytext source <01_fisher_rao_length.py>` of this page (what
+# {doc}`../book/reproduce` runs with papermill), or the executed notebook from the download button at
+# the top of the page.
+#
+# A classifier $p_w(y \mid x)$ is a point on a statistical manifold {cite}`rao1945information`,
+# {cite}`amari2016information`. When SGD moves its weights by $dw$, the distance travelled on that
+# manifold is measured by the Kullback-Leibler divergence between the conditional distributions before
+# and after (the paper's Eq. (2))
 #
 # ```{math}
 # :label: fisher-rao-eq-2
@@ -94,6 +98,7 @@ import numpy as np
 from myst_nb import glue
 
 from ctd_lib import pin_threads
+from ctd_lib.display import show_claims, show_markdown, show_table, solver_warnings
 from ctd_lib.experiments.fisher_rao_length import FisherRaoConfig, claims, metrics, run
 from ctd_lib.results import write_results
 
@@ -107,9 +112,10 @@ config = FisherRaoConfig(  # validates every parameter before any work
 )
 pin_threads(1)  # one torch and one BLAS thread: the same numbers everywhere, no slowdown on a loaded machine
 t_start = time.perf_counter()
-result = run(config)
-print(f"source {config.source_task}: {result.n_source} images; target {config.target_task}: {result.n_target}; "
-      f"held-out inputs: {result.n_eval}")
+with solver_warnings():  # each kind of solver warning shown once, with its count
+    result = run(config)
+show_markdown(f"Source `{config.source_task}`: {result.n_source} images; target `{config.target_task}`: "
+              f"{result.n_target}; held-out inputs: {result.n_eval}.")
 
 # %% [markdown]
 # ## Two KL against the Fisher quadratic form
@@ -128,7 +134,7 @@ print(f"source {config.source_task}: {result.n_source} images; target {config.ta
 # the quadratic form, which only sees the current linear piece, is off, so the agreement
 # degrades at smaller steps.
 
-# %%
+# %% tags=["hide-input"]
 fim = result.fim
 glue("fim_ratio_tanh", result.fim_ratio_tanh, display=False)
 glue("fim_ratio_relu", result.fim_ratio_relu, display=False)
@@ -173,7 +179,7 @@ plt.close(fig)
 # `checkpoint_every` steps, map every checkpoint through the rescaling, and measure both
 # lengths of both polylines on the held-out inputs, in float64.
 
-# %%
+# %% tags=["hide-input"]
 reparam = result.reparam
 glue("reparam_fr_err", reparam.fisher_rao_rel_err, display=False)
 glue("reparam_eu_change", reparam.euclidean_rel_change, display=False)
@@ -214,7 +220,7 @@ plt.close(fig)
 # even where the loss has stopped changing: a length measured along SGD must be read with its
 # learning rate, batch size and number of steps fixed.
 
-# %%
+# %% tags=["hide-input"]
 refine = result.refine
 glue("refine_gd_change", refine.gd_rel_change, display=False)
 glue("refine_sgd_change", refine.sgd_rel_change, display=False)
@@ -257,7 +263,7 @@ plt.close(fig)
 # with the same budget, on the target task with the same SGD settings, and plot the cumulative
 # length against $\tau = $ step / steps.
 
-# %%
+# %% tags=["hide-input"]
 run_a, run_b = result.run_a, result.run_b
 glue("arch_fr_ratio", result.arch_fisher_rao_ratio, display=False)
 glue("arch_eu_ratio", result.arch_euclidean_ratio, display=False)
@@ -279,11 +285,10 @@ fig.tight_layout()
 glue("fig-fisher-rao-lengths", fig, display=False)
 plt.close(fig)
 
-print(f"{'model':10s} {'weights':>9s} {'src acc':>8s} {'tgt acc':>8s} {'FR manifold':>12s} {'FR per-sample':>14s} {'euclidean':>10s}")
-for tr in (run_a, run_b):
-    L = tr.result.length
-    print(f"{tr.name:10s} {tr.n_params:9,d} {tr.source_acc:8.3f} {tr.target_acc:8.3f} {L.manifold:12.3f} "
-          f"{L.per_sample:14.3f} {L.euclidean:10.3f}")
+show_table([(tr.name, f"{tr.n_params:,d}", tr.source_acc, tr.target_acc, tr.result.length.manifold,
+             tr.result.length.per_sample, tr.result.length.euclidean) for tr in (run_a, run_b)],
+           ["model", "weights", "source accuracy", "target accuracy", "Fisher-Rao (manifold)",
+            "Fisher-Rao (per-sample)", "Euclidean"])
 
 # %% [markdown]
 # ```{glue:figure} fig-fisher-rao-lengths
@@ -313,12 +318,12 @@ for tr in (run_a, run_b):
 # measurement. `length_overhead_ratio` in the results is the larger of the two Fisher-Rao-only
 # ratios.
 
-# %%
+# %% tags=["hide-input"]
 overhead = result.overhead
-for name, *measured in zip(overhead.models, overhead.fisher_rao, overhead.with_euclidean):
-    for what, meas in zip(("Fisher-Rao", "Fisher-Rao + |dw|"), measured):
-        print(f"{name:10s} {what:18s} tracked / plain wall time = {meas.median_ratio:.2f} "
-              f"(per repeat: {np.round(meas.ratios, 2)})")
+show_table([(name, what, f"{meas.median_ratio:.2f}", ", ".join(f"{r:.2f}" for r in meas.ratios))
+            for name, *measured in zip(overhead.models, overhead.fisher_rao, overhead.with_euclidean)
+            for what, meas in zip(("Fisher-Rao", "Fisher-Rao + |dw|"), measured)],
+           ["model", "tracked", "tracked / plain wall time (median)", "per repeat"])
 
 # %% [markdown]
 # ## Claims and results
@@ -331,7 +336,5 @@ found = claims(result)
 path = write_results(results_dir, "01_fisher_rao_length", scale=scale, parameters=config.parameters(),
                      metrics=metrics(result), claims=found, wall_time=time.perf_counter() - t_start,
                      device=config.device)
-for c in found:
-    print(f"[{'holds' if c.holds else 'FAILS'}] {c.statement}: {c.evidence}")
-print(f"negative KL clamped: {result.negative_kl_clamped} of {result.kl_evaluations} evaluations")
-print(f"results written to {path}")
+show_claims(found, path, results_dir)
+show_markdown(f"Negative KL values clamped: {result.negative_kl_clamped} of {result.kl_evaluations} evaluations.")

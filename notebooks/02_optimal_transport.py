@@ -15,12 +15,17 @@
 # (chapter-transport)=
 # # 2. Transporting a task with optimal transport
 #
-# *Seed 000 (Gao & Chaudhari 2021), Sec. 2.2 (Eqs. 6-9), Sec. 3.3 (Eq. 12a) and Sec. 3.4; seed 004
-# (Gao & Chaudhari 2020), Appendix F (Eq. 37, Remark 11).*
+# *Seed 000, {cite:t}`gao2021information`, Sec. 2.2 (Eqs. 6-9), Sec. 3.3 (Eq. 12a) and Sec. 3.4;
+# seed 004, {cite:t}`gao2020free`, Appendix F (Eq. 37, Remark 11).*
+#
+# Download: {download}`the Jupytext source <02_optimal_transport.py>` of this page (what
+# {doc}`../book/reproduce` runs with papermill), or the executed notebook from the download button at
+# the top of the page.
 #
 # The coupled transfer distance moves the data of the source task to the target task along an
-# optimal-transport path. For empirical distributions $\hat p_s = \frac1{N_s}\sum_i \delta_{x_s^i}$
-# and $\hat p_t$ the coupling solves the paper's Eq. (6),
+# optimal-transport path {cite}`villani2009optimal`, {cite}`peyre2019computational`. For empirical
+# distributions $\hat p_s = \frac1{N_s}\sum_i \delta_{x_s^i}$ and $\hat p_t$ the coupling solves the
+# paper's Eq. (6),
 #
 # ```{math}
 # :label: transport-eq-6
@@ -28,10 +33,11 @@
 # \qquad C_{ij} = \|x_s^i - x_t^j\|_2^2,
 # ```
 #
-# with $\epsilon = 0$ for exact OT (`ot.emd`) and $\epsilon > 0$ for Sinkhorn's entropic
-# regularisation (the paper writes $\epsilon = 1$; we make it a parameter, relative to the median
-# cost). McCann's displacement interpolation moves each unit of mass along a straight line, and the
-# labels are interpolated linearly (the paper's Eqs. (7)-(8); Remark 11 of seed 004):
+# with $\epsilon = 0$ for exact OT (`ot.emd` of POT {cite}`flamary2021pot`) and $\epsilon > 0$ for
+# Sinkhorn's entropic regularisation {cite}`cuturi2013sinkhorn` (the paper writes $\epsilon = 1$; we
+# make it a parameter, relative to the median cost). McCann's displacement interpolation
+# {cite}`mccann1997convexity` moves each unit of mass along a straight line, and the labels are
+# interpolated linearly (the paper's Eqs. (7)-(8); Remark 11 of seed 004):
 #
 # ```{math}
 # :label: transport-eq-7-8
@@ -39,11 +45,12 @@
 #   \delta_{(1-\tau)y_s^i + \tau y_t^j}(y).
 # ```
 #
-# Uncoupled transfer uses the mixture $\hat p_\tau = (1-\tau)\hat p_s + \tau \hat p_t$ instead
-# (Eq. 9). For images, Sec. 3.4 replaces the fixed coefficient $\tau$ by a draw
-# $t \sim \mathrm{Beta}(\tau, 1-\tau)$ per sample ("mixup"), uses block-diagonal couplings of at most
-# $B \approx 30$ samples per block, and initialises the coupling from a feature-space cost. The
-# coupled algorithm then updates $\Gamma$ with a proximal term (the paper's Eq. (12a)),
+# Uncoupled transfer uses the mixture $\hat p_\tau = (1-\tau)\hat p_s + \tau \hat p_t$ instead (Eq. 9).
+# For images, Sec. 3.4 replaces the fixed coefficient $\tau$ by a draw
+# $t \sim \mathrm{Beta}(\tau, 1-\tau)$ per sample ("mixup" {cite}`zhang2018mixup`), uses block-diagonal
+# couplings of at most $B \approx 30$ samples per block, and initialises the coupling from a
+# feature-space cost. The coupled algorithm then updates $\Gamma$ with a proximal term (the paper's
+# Eq. (12a)),
 #
 # ```{math}
 # :label: transport-eq-12a
@@ -85,6 +92,7 @@ import numpy as np
 from myst_nb import glue
 
 from ctd_lib import pin_threads
+from ctd_lib.display import show_claims, show_table, solver_warnings
 from ctd_lib.experiments.optimal_transport import OptimalTransportConfig, claims, displacement_support, metrics, run
 from ctd_lib.results import write_results
 
@@ -97,7 +105,8 @@ config = OptimalTransportConfig(
 )
 pin_threads(1)  # one torch and one BLAS thread: the same numbers everywhere, no slowdown on a loaded machine
 t_start = time.perf_counter()
-result = run(config)
+with solver_warnings():  # each kind of solver warning shown once, with its count
+    result = run(config)
 
 # %% [markdown]
 # ## Displacement against mixture, in two dimensions
@@ -108,7 +117,7 @@ result = run(config)
 # $\tau = 0.5$ is a new shape half way between the two ({numref}`fig-transport-clouds`). The mixture
 # keeps every point where it was and only changes which cloud a sample is drawn from.
 
-# %%
+# %% tags=["hide-input"]
 xs, xt, P_exact = result.clouds.xs, result.clouds.xt, result.clouds.plan
 rng = np.random.default_rng(seed)
 fig, axes = plt.subplots(2, len(taus), figsize=(3 * len(taus), 5.6), sharex=True, sharey=True)
@@ -138,13 +147,14 @@ plt.close(fig)
 #
 # ## Constant speed
 #
-# With the optimal coupling, displacement interpolation is a constant-speed geodesic of the
-# Wasserstein space: $W_2(\hat p_s, \hat p_\tau) = \tau\, W_2(\hat p_s, \hat p_t)$ (Sec. 2.2). We
-# compute $W_2(\hat p_s, \hat p_\tau)$ exactly (network simplex on the support of $\hat p_\tau$) for the
-# exact plan and for entropic plans, which spread each point's mass over several partners
+# With the optimal coupling, displacement interpolation is a constant-speed geodesic of the Wasserstein
+# space {cite}`villani2009optimal`, {cite}`santambrogio2015optimal`:
+# $W_2(\hat p_s, \hat p_\tau) = \tau\, W_2(\hat p_s, \hat p_t)$ (Sec. 2.2). We compute
+# $W_2(\hat p_s, \hat p_\tau)$ exactly (network simplex on the support of $\hat p_\tau$) for the exact
+# plan and for entropic plans, which spread each point's mass over several partners
 # ({numref}`fig-transport-speed`).
 
-# %%
+# %% tags=["hide-input"]
 speed = result.speed
 dev_exact = speed.max_dev("exact")
 glue("speed_dev_exact", dev_exact, display=False)
@@ -176,26 +186,26 @@ glue("bures_err", result.bures.rel_err, display=False)
 # The largest departure from the diagonal for the exact plan is {glue:text}`speed_dev_exact:.1e`.
 # Entropic plans spread each point's mass over several partners, so their $\hat p_\tau$ is a blurred
 # cloud and the curve can leave the diagonal; here the largest departure is
-# {glue:text}`speed_dev_entropic:.1e` ({glue:text}`speed_worst_label`), small because the two clouds
-# are far apart compared with the blur. As a check of the $W_2$ computation against a closed form: between
+# {glue:text}`speed_dev_entropic:.1e` ({glue:text}`speed_worst_label`), small because the two clouds are
+# far apart compared with the blur. As a check of the $W_2$ computation against a closed form: between
 # {glue:text}`bures_emp:.4f` (exact OT between samples of two Gaussians) and
-# {glue:text}`bures_closed:.4f` (the Bures formula for the Gaussians themselves) the relative
-# difference is {glue:text}`bures_err:.2%`, of the size expected from sampling.
+# {glue:text}`bures_closed:.4f` (the Bures formula {cite}`dowson1982frechet` for the Gaussians
+# themselves) the relative difference is {glue:text}`bures_err:.2%`, of the size expected from sampling.
 #
 # ## Interpolating MNIST tasks
 #
-# Source: digits 0-4; target: digits 5-9. Three ways to draw from $\hat p_\tau$:
-# displacement interpolation with a coupling computed on **pixels**, the same with a coupling on
-# **features** (the penultimate layer of an MLP trained on the source task; the paper uses an
-# ImageNet ResNet-50, which cannot be downloaded here), and **Beta-mixup** on the feature
-# coupling, where each sample's coefficient is $t \sim \mathrm{Beta}(\tau, 1-\tau)$ (printed above
-# each image). Each row of {numref}`fig-transport-mnist-grid` follows one pair $(i, j)$ drawn from the
-# coupling.
+# Source: MNIST {cite}`lecun1998gradient` digits 0-4; target: digits 5-9. Three ways to draw from
+# $\hat p_\tau$: displacement interpolation with a coupling computed on **pixels**, the same with a
+# coupling on **features** (the penultimate layer of an MLP trained on the source task; the paper uses
+# an ImageNet ResNet-50 {cite}`he2016deep`, which cannot be downloaded here), and **Beta-mixup** on the
+# feature coupling, where each sample's coefficient is $t \sim \mathrm{Beta}(\tau, 1-\tau)$ (printed
+# above each image). Each row of {numref}`fig-transport-mnist-grid` follows one pair $(i, j)$ drawn from
+# the coupling.
 
-# %%
+# %% tags=["hide-input"]
 src, tgt, plans = result.couplings.source, result.couplings.target, result.couplings.plans
-for name, p in plans.items():
-    print(f"{name}: converged={p.converged}, marginal error {p.marginal_err:.1e}, epsilon {p.reg:.3g}")
+show_table([(name, p.converged, f"{p.marginal_err:.1e}", f"{p.reg:.3g}") for name, p in plans.items()],
+           ["coupling", "converged", "marginal error", "epsilon"])
 
 grid_rng = np.random.default_rng(seed + 2)
 fig, axes = plt.subplots(3 * grid_pairs, len(taus), figsize=(1.6 * len(taus), 1.75 * 3 * grid_pairs))
@@ -238,7 +248,7 @@ plt.close(fig)
 # measure the distance from each interpolated sample to its nearest real image (source or target),
 # in {numref}`fig-transport-nearest`.
 
-# %%
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(5.5, 4))
 for name, c in result.nearest.curves.items():
     ax.plot(taus, c, "o-", label=name)
@@ -269,7 +279,7 @@ glue("nn_ratio", result.nearest.ratio, display=False)
 # dimensionless $\tilde\lambda = \lambda / (\mathrm{median}(C)\, N_s)$. $\lambda = 0$ is plain
 # Sinkhorn on the new cost.
 
-# %%
+# %% tags=["hide-input"]
 prox = result.proximal
 glue("prox_lam0", prox.lam0_max_abs_diff, display=False)
 fig, ax = plt.subplots(figsize=(6, 4))
@@ -306,7 +316,7 @@ plt.close(fig)
 # one dimension), and **random** (a baseline). {numref}`fig-transport-blocks` shows the transport cost
 # of each block plan over the cost of the full entropic plan, on the feature cost of the MNIST tasks.
 
-# %%
+# %% tags=["hide-input"]
 bs = result.blocks
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 for m in bs.methods:
@@ -340,11 +350,11 @@ glue("block_ratio_random", float(bs.cost_ratio["random"][result.block_index]), d
 # largest block); the reference path is a loop of POT's `ot.sinkhorn` per block. Same blocks, same
 # $\epsilon$ per block, alternating runs:
 
-# %%
+# %% tags=["hide-input"]
 timing = result.timing
-print(f"{timing_n} x {timing_n} samples in blocks of {block_size}: torch {np.median(timing.torch_seconds):.3f} s, "
-      f"POT loop {np.median(timing.pot_seconds):.3f} s, speedup {timing.speedup:.1f}x, "
-      f"largest plan difference {timing.max_abs_diff:.1e}")
+show_table([(f"{timing_n} x {timing_n}", block_size, f"{np.median(timing.torch_seconds):.3f}",
+             f"{np.median(timing.pot_seconds):.3f}", f"{timing.speedup:.1f}x", f"{timing.max_abs_diff:.1e}")],
+           ["samples", "block size", "torch, batched (s)", "POT, loop (s)", "speedup", "largest plan difference"])
 
 # %% [markdown]
 # ## Claims and results
@@ -353,6 +363,4 @@ print(f"{timing_n} x {timing_n} samples in blocks of {block_size}: torch {np.med
 path = write_results(results_dir, "02_optimal_transport", scale=scale, parameters=config.parameters(),
                      metrics=metrics(result), claims=claims(result), wall_time=time.perf_counter() - t_start,
                      device="cpu")
-for c in claims(result):
-    print(f"[{'holds' if c.holds else 'FAILS'}] {c.statement}: {c.evidence}")
-print(f"results written to {path}")
+show_claims(claims(result), path, results_dir)

@@ -15,7 +15,11 @@
 # (chapter-coupled)=
 # # 3. The coupled transfer distance
 #
-# *Seed 000 (Gao & Chaudhari 2021), Definition 2, Eqs. (9)-(12), Sec. 3.1, 5.2-5.5, Figs. 2-7.*
+# *Seed 000, {cite:t}`gao2021information`, Definition 2, Eqs. (9)-(12), Sec. 3.1, 5.2-5.5, Figs. 2-7.*
+#
+# Download: {download}`the Jupytext source <03_coupled_distance.py>` of this page (what
+# {doc}`../book/reproduce` runs with papermill), or the executed notebook from the download button at
+# the top of the page.
 #
 # The coupled transfer distance between a source task and a target task is the length, under the
 # Fisher information metric, of the weight trajectory of a classifier that is fitted to a task
@@ -51,11 +55,11 @@
 # (Sec. 3.1) measures the same length along SGD on the mixture $(1-\tau)\hat p_s + \tau\hat p_t$.
 #
 # **Choices and deviations** (each a parameter of `ctd_lib.task_distance.coupled.CoupledConfig`):
-# couplings are block-diagonal with blocks of at most `block_size` samples matched once from
-# features of the source-trained network (the paper uses an ImageNet ResNet-50, which cannot be
+# couplings are block-diagonal with blocks of at most `block_size` samples matched once from features of
+# the source-trained network (the paper uses an ImageNet ResNet-50 {cite}`he2016deep`, which cannot be
 # downloaded here); $\epsilon$ in {eq}`coupled-eq-12a` is relative to each block's median cost;
-# $\lambda_k = \tilde\lambda\, g^{k-1}\,\mathrm{median}(C)\,|I|$ with the authors' $\tilde\lambda = 0.05$,
-# $g = 5$; the distance is that of the last outer iteration.
+# $\lambda_k = \tilde\lambda\, g^{k-1}\,\mathrm{median}(C)\,|I|$ with the authors'
+# $\tilde\lambda = 0.05$, $g = 5$; the distance is that of the last outer iteration.
 #
 # **The length estimator.** The integral in {eq}`coupled-eq-11` must be discretised, and how
 # matters more than anything else in this chapter. The line element of a single SGD step on its
@@ -132,14 +136,13 @@ results_dir = "../results"
 # %%
 import contextlib
 import time
-import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
-from IPython.display import Markdown, display
 from myst_nb import glue
 
 from ctd_lib import pin_threads
+from ctd_lib.display import show_claims, show_markdown, show_table, solver_warnings
 from ctd_lib.experiments.coupled_distance import (
     INPUT_SPACE,
     CoupledDistanceConfig,
@@ -184,10 +187,13 @@ config = CoupledDistanceConfig(
 )
 pin_threads(1)  # one torch and one BLAS thread: the same numbers everywhere, no slowdown on a loaded 2-core machine
 t_start = time.perf_counter()
-warnings.filterwarnings("once", category=RuntimeWarning)  # solver warnings are shown once each, not hidden
 bank = make_bank(config)  # seeds torch, fetches the embedded MNIST digits
 cluster = contextlib.ExitStack()  # the executor of the pairs (none by default), closed at the end of the chapter
 executor = cluster.enter_context(open_executor(config.scheduler))
+
+# %% tags=["hide-input"]
+# the page's figures: a grid of distance matrices; every heavy call below is wrapped in solver_warnings(),
+# which shows each kind of solver warning once, with its count
 METHOD_LABELS = {"coupled": "coupled", "uncoupled": "uncoupled", "fine-tuning": "fine-tuning",
                  "task2vec": "Task2Vec", "w2-pixel": "W2 pixels", "w2-feature": "W2 features",
                  "vae-mixture": "VAE, mixture (7a)", "vae-fine-tuning": "VAE, fine-tuned (7b)"}
@@ -212,15 +218,8 @@ def glue_figure(name, fig):
     plt.close(fig)
 
 
-
-def table(header, rows):
-    """A Markdown table in the page (not fixed-width text)."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    display(Markdown("\n".join(lines)))
-
-
-table(["setting", "this run", "the authors'"], [(k, a, b) for k, (a, b) in preset_differences(config).items()])
+show_table([(k, str(a), str(b)) for k, (a, b) in preset_differences(config).items()],
+           ["setting", "this run", "the authors'"])
 
 # %% [markdown]
 # ## What the length measures
@@ -234,7 +233,10 @@ table(["setting", "this run", "the authors'"], [(k, a, b) for k, (a, b) in prese
 # one chord is the straight distance from the source model to the end.
 
 # %%
-study = length_study(config, bank)
+with solver_warnings():
+    study = length_study(config, bank)
+
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
 colors = {"coupled": "C0", "uncoupled": "C3", "self": "C7"}
 T0 = config.steps if config.steps in study.steps else study.steps[-1]
@@ -281,16 +283,23 @@ glue("study_self_per_step", self_survives + self_noise, display=False)
 # %% [markdown]
 # ## Nested tasks (the analogue of Fig. 2)
 #
+# Beside the coupled and the uncoupled distance, the methods are the fine-tuning distance, Task2Vec
+# {cite}`achille2019task2vec`, and $W_2$ between the tasks' pixels and between their features (OTDD
+# {cite}`alvarezmelis2020geometric` adds to such a ground cost a distance between the classes).
+#
 # All ten digits, digits 0-4, digits 5-9 and digits 0-2 ({numref}`fig-coupled-nested`). Rows are
 # sources, columns targets; the diagonal of the trained methods is the distance of a task to itself.
 # For the paper, transferring to a subset should be easier than transferring from it.
 
 # %%
-nested = family_step(config, bank, "nested", executor=executor)
-glue_figure("fig-coupled-nested", show(nested, "nested MNIST tasks"))
+with solver_warnings():
+    nested = family_step(config, bank, "nested", executor=executor)
 subset_rows = subset_comparison(nested)
-table(["method", "superset", "subset", "to subset", "from subset"],
-      [(r.method, r.superset, r.subset, f"{r.to_subset:.3f}", f"{r.from_subset:.3f}") for r in subset_rows])
+
+# %% tags=["hide-input"]
+glue_figure("fig-coupled-nested", show(nested, "nested MNIST tasks"))
+show_table([(r.method, r.superset, r.subset, f"{r.to_subset:.3f}", f"{r.from_subset:.3f}") for r in subset_rows],
+           ["method", "superset", "subset", "to subset", "from subset"])
 
 # %% [markdown]
 # ```{glue:figure} fig-coupled-nested
@@ -303,35 +312,33 @@ table(["method", "superset", "subset", "to subset", "from subset"],
 #
 # ## Five disjoint two-digit tasks (the analogue of Fig. 3) and Mantel tests
 #
-# The paper compares every distance matrix with the fine-tuning distance by a Mantel test. Task
-# distances are asymmetric and scikit-bio's Mantel test needs symmetric matrices, so we report both
-# an exact permutation test over the ordered pairs (all $n!$ relabellings of the tasks, rows and
-# columns together) and scikit-bio on the symmetrised matrices $(D + D^\top)/2$, with the paper's
-# normalised statistic $r$ and Spearman's $\rho$. Beside them, the protocol of the
-# transferability-estimation literature (LogME, SFDA): per source task, the weighted Kendall tau
-# between the method's ranking of the targets and fine-tuning's, which weighs the nearest targets
-# most, averaged over the sources. The matrices are in {numref}`fig-coupled-disjoint`.
+# The paper compares every distance matrix with the fine-tuning distance by a Mantel test
+# {cite}`mantel1967detection`. Task distances are asymmetric and scikit-bio's Mantel test
+# {cite}`scikitbio` needs symmetric matrices, so we report both an exact permutation test over the
+# ordered pairs (all $n!$ relabellings of the tasks, rows and columns together) and scikit-bio on the
+# symmetrised matrices $(D + D^\top)/2$, with the paper's normalised statistic $r$ and Spearman's
+# $\rho$. Beside them, the protocol of the transferability-estimation literature (LogME
+# {cite}`you2021logme`, SFDA {cite}`shao2022not`): per source task, the weighted Kendall tau
+# {cite}`vigna2015weighted` between the method's ranking of the targets and fine-tuning's, which weighs
+# the nearest targets most, averaged over the sources. The matrices are in
+# {numref}`fig-coupled-disjoint`.
 
 # %%
-disjoint = family_step(config, bank, "disjoint", executor=executor)
-glue_figure("fig-coupled-disjoint", show(disjoint, "disjoint two-digit MNIST tasks"))
-
-
-def show_mantel(family, rows, ranks):
-    table(["method", "r (ordered pairs)", "p exact", "rho", "r (symmetrised)", "p scikit-bio",
-           "weighted tau per row"],
-          [(m, f"{c.asymmetric.normalized_r:.3f}", f"{c.asymmetric.p_value:.3f}", f"{c.asymmetric.spearman_rho:.2f}",
-            f"{c.symmetrized.statistic:.3f}", f"{c.symmetrized.p_value:.3f}", f"{ranks[m].mean:.2f}")
-           for m, c in rows.items()])
-
-
+with solver_warnings():
+    disjoint = family_step(config, bank, "disjoint", executor=executor)
 mantel_disjoint = mantel_table(disjoint, permutations=config.permutations, seed=config.seed)
 mantel_nested = mantel_table(nested, permutations=config.permutations, seed=config.seed)
 rank_disjoint, rank_nested = rank_agreement(disjoint), rank_agreement(nested)
-display(Markdown("**Disjoint tasks, against fine-tuning**"))
-show_mantel(disjoint, mantel_disjoint, rank_disjoint)
-display(Markdown("**Nested tasks, against fine-tuning**"))
-show_mantel(nested, mantel_nested, rank_nested)
+
+# %% tags=["hide-input"]
+glue_figure("fig-coupled-disjoint", show(disjoint, "disjoint two-digit MNIST tasks"))
+for title, rows, ranks in (("Disjoint tasks, against fine-tuning", mantel_disjoint, rank_disjoint),
+                           ("Nested tasks, against fine-tuning", mantel_nested, rank_nested)):
+    show_table([(m, f"{c.asymmetric.normalized_r:.3f}", f"{c.asymmetric.p_value:.3f}",
+                 f"{c.asymmetric.spearman_rho:.2f}", f"{c.symmetrized.statistic:.3f}", f"{c.symmetrized.p_value:.3f}",
+                 f"{ranks[m].mean:.2f}") for m, c in rows.items()],
+               ["method", "r (ordered pairs)", "p exact", "rho", "r (symmetrised)", "p scikit-bio",
+                "weighted tau per row"], title=title)
 
 # %% [markdown]
 # ```{glue:figure} fig-coupled-disjoint
@@ -347,7 +354,7 @@ show_mantel(nested, mantel_nested, rank_nested)
 # in a way the weights must chase, while the coupled interpolation moves the data along with the
 # weights. Each point of {numref}`fig-coupled-vs-uncoupled` is one ordered pair.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 5))
 pairs_cu = []
 for ax, per_step in zip(axes, (False, True)):
@@ -396,7 +403,10 @@ glue("n_pairs_cu", sum(len(p[0]) for p in pairs_cu), display=False)
 # length depends on it.
 
 # %%
-ingredients = ingredient_step(config, bank)
+with solver_warnings():
+    ingredients = ingredient_step(config, bank)
+
+# %% tags=["hide-input"]
 ingr, self_pair = ingredients.variants, ingredients.self_pair
 fig, ax = plt.subplots(figsize=(8, 4.5))
 labels = [v.name for v in ingr]
@@ -405,9 +415,9 @@ ax.axvline(1, color="k", lw=1)
 ax.invert_yaxis()
 ax.set(xlabel="coupled / uncoupled distance", title=f"{ingredient_pair[0]} to {ingredient_pair[1]}")
 glue_figure("fig-coupled-ingredients", fig)
-table(["variant", "coupled", "coupled (per-sample)", "uncoupled", "ratio", "per outer iteration"],
-      [(v.name, f"{v.coupled:.2f}", f"{v.coupled_per_sample:.2f}", f"{v.uncoupled:.2f}", f"{v.ratio:.2f}",
-        ", ".join(f"{d:.2f}" for d in v.per_iteration)) for v in ingr + (self_pair,)])
+show_table([(v.name, f"{v.coupled:.2f}", f"{v.coupled_per_sample:.2f}", f"{v.uncoupled:.2f}", f"{v.ratio:.2f}",
+             ", ".join(f"{d:.2f}" for d in v.per_iteration)) for v in ingr + (self_pair,)],
+           ["variant", "coupled", "coupled (per-sample)", "uncoupled", "ratio", "per outer iteration"])
 glue("best_variant", ingredients.best.name, display=False)
 glue("best_ratio", float(ingredients.best.ratio), display=False)
 glue("base_ratio", float(ingr[0].ratio), display=False)
@@ -436,7 +446,7 @@ glue("base_coupled", float(ingr[0].coupled), display=False)
 # The coupled distance after each outer iteration of {eq}`coupled-eq-12a`-{eq}`coupled-eq-12b`, for
 # every ordered pair of the disjoint tasks ({numref}`fig-coupled-convergence`).
 
-# %%
+# %% tags=["hide-input"]
 conv = convergence(disjoint["coupled"])
 fig, ax = plt.subplots(figsize=(6, 4))
 for per in conv.per_iteration:
@@ -462,7 +472,7 @@ glue("max_rel_change", conv.max_rel_change, display=False)
 # On samples of the interpolated task (training pairs and held-out pairs), along the final coupled
 # trajectory and along the uncoupled one, for digits 0-4 to 5-9 ({numref}`fig-coupled-losses`).
 
-# %%
+# %% tags=["hide-input"]
 pair = (config.nested_tasks[1], config.nested_tasks[2])
 ec, eu = nested["coupled"].extras[pair], nested["uncoupled"].extras[pair]
 fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -491,11 +501,15 @@ glue("max_gap", gap, display=False)
 # ## Larger models give shorter distances? (the analogue of Fig. 5)
 #
 # Three of the disjoint tasks (`capacity_tasks`) again, with the wider network
-# ({numref}`fig-coupled-capacity`); three tasks keep the chapter within its time budget (a pair of
-# the wide network costs about twice one of the small).
+# ({numref}`fig-coupled-capacity`; the paper's Fig. 5 uses a WRN-16-4 {cite}`zagoruyko2016wide`); three
+# tasks keep the chapter within its time budget (a pair of the wide network costs about twice one of the
+# small).
 
 # %%
-large = family_step(config, bank, "large", executor=executor)
+with solver_warnings():
+    large = family_step(config, bank, "large", executor=executor)
+
+# %% tags=["hide-input"]
 glue_figure("fig-coupled-capacity", show({f"coupled, {model}": disjoint["coupled"],
                                           f"coupled, {large_model}": large["coupled"],
                                           f"fine-tuning, {large_model}": large["fine-tuning"]}, "capacity"))
@@ -519,15 +533,17 @@ glue("n_large_pairs", len(large_c), display=False)
 #
 # ## Across input domains
 #
-# scikit-learn's 8x8 digits (upsampled to 28x28) against MNIST, both directions, with a shared
-# 10-way head. The paper's analogue is MNIST against CIFAR-10.
+# scikit-learn's {cite}`pedregosa2011scikit` 8x8 digits (upsampled to 28x28) against MNIST, both
+# directions, with a shared 10-way head. The paper's analogue is MNIST against CIFAR-10.
 
 # %%
-cross = family_step(config, bank, "cross", executor=executor)
+with solver_warnings():
+    cross = family_step(config, bank, "cross", executor=executor)
+
+# %% tags=["hide-input"]
 a, b = config.cross_domain
-table(["method", f"{a} to {b}", f"{b} to {a}", f"{a} to itself", f"{b} to itself"],
-      [(m, f"{entry(D, a, b):.3f}", f"{entry(D, b, a):.3f}", f"{entry(D, a, a):.3f}", f"{entry(D, b, b):.3f}")
-       for m, D in cross.items()])
+show_table([(m, f"{entry(D, a, b):.3f}", f"{entry(D, b, a):.3f}", f"{entry(D, a, a):.3f}", f"{entry(D, b, b):.3f}")
+            for m, D in cross.items()], ["method", f"{a} to {b}", f"{b} to {a}", f"{a} to itself", f"{b} to itself"])
 
 # %% [markdown]
 # ## Does coupled transfer generalise better on the target? (the analogue of Fig. 6)
@@ -541,7 +557,7 @@ table(["method", f"{a} to {b}", f"{b} to {a}", f"{a} to itself", f"{b} to itself
 # pure target data; the coupled model has also had the transfer before. The endpoint itself is
 # shown as a third bar.
 
-# %%
+# %% tags=["hide-input"]
 target = target_comparison(disjoint)
 fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
 xpos = np.arange(len(target.labels))
@@ -576,28 +592,31 @@ glue("n_target_pairs", len(target.labels), display=False)
 #
 # ## Input-space distances (the analogue of Fig. 7)
 #
-# The paper's last comparison: a VAE transferred from the source to the target, its Fisher-Rao
-# trajectory length taken as a distance, by the mixture interpolation of Sec. 3.1 (Fig. 7a) and by
-# fitting the target directly (Fig. 7b); and the W2 distances between the pixels and between the
-# features (Figs. 7c-d, the same matrices as above). The paper does not say which likelihood
-# defines the Fisher metric of a VAE. We use the decoder's (`vae_fisher = "decoder"`): the chord
-# between two VAEs is $\sqrt{\mathbb{E}_x 2\mathrm{KL}}$ between their reconstructions
-# $d_w(\cdot\mid\mu_w(x))$, on a fixed set of inputs from both tasks. `"encoder"` (the KL between
-# the encoders' Gaussians) and `"joint"` (the chain-rule KL of encoder and decoder together) are
-# one parameter away. The VAE is chapter 5's encoder-decoder (`ctd_lib.free_energy`), small: an MLP
-# encoder and decoder, 8 latent dimensions, trained by Adam on the ELBO.
+# The paper's last comparison: a VAE {cite}`kingma2014auto` transferred from the source to the target,
+# its Fisher-Rao trajectory length taken as a distance, by the mixture interpolation of Sec. 3.1
+# (Fig. 7a) and by fitting the target directly (Fig. 7b); and the W2 distances between the pixels and
+# between the features (Figs. 7c-d, the same matrices as above). The paper does not say which likelihood
+# defines the Fisher metric of a VAE. We use the decoder's (`vae_fisher = "decoder"`): the chord between
+# two VAEs is $\sqrt{\mathbb{E}_x 2\mathrm{KL}}$ between their reconstructions $d_w(\cdot\mid\mu_w(x))$,
+# on a fixed set of inputs from both tasks. `"encoder"` (the KL between the encoders' Gaussians) and
+# `"joint"` (the chain-rule KL of encoder and decoder together) are one parameter away. The VAE is
+# chapter 5's encoder-decoder (`ctd_lib.free_energy`), small: an MLP encoder and decoder, 8 latent
+# dimensions, trained by Adam {cite}`kingma2015adam` on the ELBO.
 
 # %%
-vae = vae_step(config, bank, executor=executor)
+with solver_warnings():
+    vae = vae_step(config, bank, executor=executor)
 panels = {**vae, "w2-pixel": disjoint["w2-pixel"], "w2-feature": disjoint["w2-feature"]}
-glue_figure("fig-coupled-input-space", show({k: panels[k] for k in INPUT_SPACE}, "input-space distances"))
 input_space = input_space_comparison(panels, disjoint["fine-tuning"], seed=config.seed)
+
+# %% tags=["hide-input"]
+glue_figure("fig-coupled-input-space", show({k: panels[k] for k in INPUT_SPACE}, "input-space distances"))
 glue("vae_floor", self_floor(vae["vae-fine-tuning"]), display=False)
 glue("vae_mean", float(vae["vae-fine-tuning"].off_diagonal().mean()), display=False)
-table(["distance", "r against fine-tuning", "p exact"],
-      [(METHOD_LABELS[n], f"{m.normalized_r:.2f}", f"{m.p_value:.3f}") for n, m in input_space.against_finetuning.items()])
-table(["pair", "r", "p exact"], [(" & ".join(METHOD_LABELS[x] for x in k.split("|")), f"{m.normalized_r:.2f}",
-                                  f"{m.p_value:.3f}") for k, m in input_space.pairwise.items()])
+show_table([(METHOD_LABELS[n], f"{m.normalized_r:.2f}", f"{m.p_value:.3f}")
+            for n, m in input_space.against_finetuning.items()], ["distance", "r against fine-tuning", "p exact"])
+show_table([(" & ".join(METHOD_LABELS[x] for x in k.split("|")), f"{m.normalized_r:.2f}", f"{m.p_value:.3f}")
+            for k, m in input_space.pairwise.items()], ["pair", "r", "p exact"])
 
 # %% [markdown]
 # ```{glue:figure} fig-coupled-input-space
@@ -620,10 +639,13 @@ table(["pair", "r", "p exact"], [(" & ".join(METHOD_LABELS[x] for x in k.split("
 # standard deviation of a difference of two distances is the noise margin the claims below use.
 
 # %%
-spread = seed_step(config)
-table(["distance", "mean", "sd", "per seed"],
-      [(k, f"{getattr(spread, k).mean():.2f}", f"{spread.sd(k):.2f}",
-        ", ".join(f"{x:.2f}" for x in getattr(spread, k))) for k in ("coupled", "uncoupled")])
+with solver_warnings():
+    spread = seed_step(config)
+
+# %% tags=["hide-input"]
+show_table([(k, f"{getattr(spread, k).mean():.2f}", f"{spread.sd(k):.2f}",
+             ", ".join(f"{x:.2f}" for x in getattr(spread, k))) for k in ("coupled", "uncoupled")],
+           ["distance", "mean", "sd", "per seed"])
 
 # %% [markdown]
 # ## On the authors' scale
@@ -634,14 +656,14 @@ table(["distance", "mean", "sd", "per seed"],
 # (`ctd_lib.task_distance.coupled.authors_scale`). It is no conversion for a per-step length, which
 # also counts the SGD noise a long chord averages out.
 
-# %%
+# %% tags=["hide-input"]
 if config.length_estimator == "checkpoints":
-    table(["pair", "coupled (ours)", "the authors' scale"],
-          [(f"{s} to {t}", f"{entry(disjoint['coupled'], s, t):.2f}",
-            f"{authors_scale(entry(disjoint['coupled'], s, t), config.length_checkpoints):.4f}")
-           for s, t in list(disjoint["coupled"].extras)[:8] if s != t])
+    show_table([(f"{s} to {t}", f"{entry(disjoint['coupled'], s, t):.2f}",
+                 f"{authors_scale(entry(disjoint['coupled'], s, t), config.length_checkpoints):.4f}")
+                for s, t in list(disjoint["coupled"].extras)[:8] if s != t],
+               ["pair", "coupled (ours)", "the authors' scale"])
 else:
-    display(Markdown("The per-step estimator was chosen: its lengths have no exact counterpart on the authors' scale."))
+    show_markdown("The per-step estimator was chosen: its lengths have no exact counterpart on the authors' scale.")
 
 # %% [markdown]
 # ## Claims and results
@@ -658,6 +680,4 @@ chapter_claims = claims(result)
 path = write_results(results_dir, "03_coupled_distance", scale=scale, parameters=config.parameters(),
                      metrics=metrics(result), claims=chapter_claims, wall_time=time.perf_counter() - t_start,
                      device=device)
-for c in chapter_claims:
-    print(f"[{'holds' if c.holds else 'FAILS'}] {c.statement}: {c.evidence}")
-print(f"results written to {path}")
+show_claims(chapter_claims, path, results_dir)

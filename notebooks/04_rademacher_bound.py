@@ -15,7 +15,11 @@
 # (chapter-rademacher)=
 # # 4. The Rademacher view of a transfer trajectory
 #
-# *Seed 000 (Gao & Chaudhari 2021), Sec. 4, Eqs. (13)-(14), Theorem 5, Fig. 4a.*
+# *Seed 000, {cite:t}`gao2021information`, Sec. 4, Eqs. (13)-(14), Theorem 5, Fig. 4a.*
+#
+# Download: {download}`the Jupytext source <04_rademacher_bound.py>` of this page (what
+# {doc}`../book/reproduce` runs with papermill), or the executed notebook from the download button at
+# the top of the page.
 #
 # Section 4 of the paper looks at the coupled transfer process with learning theory. For binary
 # tasks and a loss $0 \le \ell < M$ that is Lipschitz in the weights, the empirical Rademacher
@@ -27,12 +31,13 @@
 #   \sup_{w \in A(r)} \frac 1N \sum_{i=1}^N \sigma^i\, \ell(w; x^i, y^i),
 # ```
 #
-# and the classical bound on the generalisation gap of every hypothesis, with probability at least
-# $1-\delta$, is $2R_N + \sqrt{2\log(1/\delta)/N}$ with $R_N$ of {eq}`rademacher-eq-13` (for a loss in
-# $[0, 1]$; we multiply the second term by $M$). Theorem 5 then bounds the probability that the gap *averaged over $K$
-# instants of the trajectory* exceeds $\epsilon$ by a quantity that depends on the Fisher-Rao
-# speed of the trajectory. This chapter computes both, on MNIST digit pairs, and compares them
-# with gaps measured over many independent draws of the training samples.
+# and the classical bound {cite}`bartlett2002rademacher` on the generalisation gap of every hypothesis,
+# with probability at least $1-\delta$, is $2R_N + \sqrt{2\log(1/\delta)/N}$ with $R_N$ of
+# {eq}`rademacher-eq-13` (for a loss in $[0, 1]$; we multiply the second term by $M$). Theorem 5 then
+# bounds the probability that the gap *averaged over $K$ instants of the trajectory* exceeds $\epsilon$
+# by a quantity that depends on the Fisher-Rao speed of the trajectory. This chapter computes both, on
+# MNIST digit pairs, and compares them with gaps measured over many independent draws of the training
+# samples.
 #
 # ## Theorem 5, reconstructed
 #
@@ -60,7 +65,7 @@
 # $k$, with $N$ samples of $\hat p_{\tau_k}$.
 #
 # - **A1 (fresh samples).** The samples at instant $k$ are independent of $w(\tau_{k-1})$. Hoeffding's
-#   inequality for a loss in $[0, M]$ then gives
+#   inequality {cite}`hoeffding1963probability` for a loss in $[0, M]$ then gives
 #   $P(|G_k(w(\tau_{k-1}))| > t) \le 2\exp(-2Nt^2/M^2)$.
 # - **A2 (loss changes alike on samples and in expectation).** With
 #   $\delta_k = \mathbb{E}_{x\sim p_{\tau_k}}|\ell(w(\tau_k)) - \ell(w(\tau_{k-1}))|$,
@@ -142,6 +147,7 @@ import torch
 from myst_nb import glue
 
 from ctd_lib.data import fetch_mnist10k
+from ctd_lib.display import show_claims, show_markdown, show_table, solver_warnings
 from ctd_lib.experiments.rademacher_bound import RademacherCheckConfig, claims, metrics, run_check
 from ctd_lib.results import write_results
 from ctd_lib.task_distance import theorem5_bound
@@ -157,9 +163,10 @@ config = RademacherCheckConfig(
 t_start = time.perf_counter()
 torch.manual_seed(seed)
 fetch_mnist10k()
-check = run_check(config)
-print(f"{draws} draws in {check.wall_time:.0f} s; source models' held-out accuracy "
-      f"{check.source_accuracy.mean():.1%} (min {check.source_accuracy.min():.1%})")
+with solver_warnings():  # each kind of solver warning shown once, with its count
+    check = run_check(config)
+show_markdown(f"{draws} draws in {check.wall_time:.0f} s; the source models' held-out accuracy is "
+              f"{check.source_accuracy.mean():.1%} on average (the lowest {check.source_accuracy.min():.1%}).")
 
 # %% [markdown]
 # ## Train and held-out loss along the trajectory (the analogue of Fig. 4a)
@@ -168,7 +175,7 @@ print(f"{draws} draws in {check.wall_time:.0f} s; source models' held-out accura
 # samples at each instant and on the held-out interpolated samples, for the coupled and the uncoupled
 # trajectory. The shaded band is the gap.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
 for ax, name, tr, po in ((axes[0], "coupled", check.train_curve_coupled, check.population_curve_coupled),
                          (axes[1], "uncoupled", check.train_curve_uncoupled, check.population_curve_uncoupled)):
@@ -205,7 +212,7 @@ glue("max_pop_loss", float(check.population_curve_coupled.max()), display=False)
 # Each applies only for $\epsilon$ above twice its term; elsewhere it says nothing (probability 1).
 # {numref}`fig-rademacher-tail` compares both with the empirical tail.
 
-# %%
+# %% tags=["hide-input"]
 S_mean = float(check.speed_term_coupled.mean())
 L_mean = float(check.loss_change_term_coupled.mean())
 printed = [theorem5_bound(float(e), n=n_train, K=K, loss_bound=loss_bound, trajectory_term=S_mean,
@@ -227,13 +234,15 @@ ax.legend(fontsize=8)
 fig.tight_layout()
 glue("fig-rademacher-tail", fig, display=False)
 plt.close(fig)
-print(f"threshold of Eq. (14): 2S = {check.threshold:.3f} (M = {loss_bound:g}); of Eq. (14'): "
-      f"2 sum delta = {check.threshold_loss_change:.3f}")
-print(f"Eq. (14) applies at {int(check.bound_applicable.sum())} of {len(check.eps)} values of eps in [0, M]; "
-      f"it is below 1 at {int((check.bound < 1).sum())}; empirical tail above the bound at "
-      f"{check.bound_violations} of them")
-print(f"N at which Eq. (14) would give 5% at eps = M: {check.n_needed}")
-print(f"assumption A2 held at {check.a2_fraction_coupled:.0%} of (draw, instant) pairs on the coupled trajectory")
+show_markdown("\n".join([
+    f"- Threshold of Eq. (14): $2S$ = {check.threshold:.3f} ($M$ = {loss_bound:g}); of Eq. (14'): "
+    f"$2\\sum_k\\delta_k$ = {check.threshold_loss_change:.3f}.",
+    f"- Eq. (14) applies at {int(check.bound_applicable.sum())} of {len(check.eps)} values of $\\epsilon$ in "
+    f"$[0, M]$; it is below 1 at {int((check.bound < 1).sum())}; the empirical tail is above the bound at "
+    f"{check.bound_violations} of them.",
+    f"- $N$ at which Eq. (14) would give 5% at $\\epsilon = M$: {check.n_needed}.",
+    f"- Assumption A2 held at {check.a2_fraction_coupled:.0%} of (draw, instant) pairs on the coupled trajectory.",
+]))
 glue("threshold", float(check.threshold), display=False)
 glue("threshold_lc", float(check.threshold_loss_change), display=False)
 glue("bound_violations", int(check.bound_violations), display=False)
@@ -262,7 +271,7 @@ glue("a2_fraction", float(check.a2_fraction_coupled), display=False)
 # A shorter trajectory gives a smaller trajectory term and a tighter bound. Per draw, in
 # {numref}`fig-rademacher-terms`:
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
 lim = [0, 1.05 * max(check.speed_term_coupled.max(), check.speed_term_uncoupled.max())]
 axes[0].scatter(check.speed_term_uncoupled, check.speed_term_coupled)
@@ -280,9 +289,9 @@ ratio = check.coupled_vs_uncoupled_speed_term_ratio
 n_smaller = int((check.speed_term_coupled < check.speed_term_uncoupled).sum())
 glue("speed_ratio", float(ratio), display=False)
 glue("n_smaller", n_smaller, display=False)
-print(f"coupled / uncoupled speed term: mean ratio {ratio:.3f}; coupled smaller in {n_smaller} of {draws} draws")
-print(f"per-sample Fisher-Rao length over all SGD steps: coupled {check.coupled_per_sample_length.mean():.2f}, "
-      f"uncoupled {check.uncoupled_per_sample_length.mean():.2f}")
+show_markdown(f"- Coupled / uncoupled speed term: mean ratio {ratio:.3f}; the coupled one is smaller in {n_smaller} "
+              f"of {draws} draws.\n- Per-sample Fisher-Rao length over all SGD steps: coupled "
+              f"{check.coupled_per_sample_length.mean():.2f}, uncoupled {check.uncoupled_per_sample_length.mean():.2f}.")
 
 # %% [markdown]
 # ```{glue:figure} fig-rademacher-terms
@@ -302,21 +311,21 @@ print(f"per-sample Fisher-Rao length over all SGD steps: coupled {check.coupled_
 #
 # For a linear head $f_w(x) = \langle w, \phi(x)\rangle$ on fixed features (the penultimate features of
 # the draw's source model, with a constant for a bias) and $A(r) = \{\|w\|_2 \le r\}$, the supremum in
-# Eq. (13) ({eq}`rademacher-eq-13`) is exact: $\sup_{w\in A(r)} \frac1N\sum_i\sigma^i\langle w,\phi_i\rangle = \frac rN\|\sum_i\sigma^i\phi_i\|_2$.
+# Eq. (13) ({eq}`rademacher-eq-13`) is exact:
+# $\sup_{w\in A(r)} \frac1N\sum_i\sigma^i\langle w,\phi_i\rangle = \frac rN\|\sum_i\sigma^i\phi_i\|_2$.
 # The clipped logistic loss $\min(M, \log(1+e^{-y\langle w,\phi\rangle}))$ is 1-Lipschitz in the margin,
-# so by the Ledoux-Talagrand contraction the loss class's complexity is at most that value (an upper
-# estimate); projected gradient ascent over the ball gives a lower estimate. The classical bound
-# $2R_N + M\sqrt{2\log(1/\delta)/N}$ is compared with the measured gap of the head fitted in $A(r)$ on
-# the $N$ training samples of each instant ({numref}`fig-rademacher-linear`).
+# so by the Ledoux-Talagrand contraction {cite}`ledoux1991probability` the loss class's complexity is at
+# most that value (an upper estimate); projected gradient ascent over the ball gives a lower estimate.
+# The classical bound $2R_N + M\sqrt{2\log(1/\delta)/N}$ is compared with the measured gap of the head
+# fitted in $A(r)$ on the $N$ training samples of each instant ({numref}`fig-rademacher-linear`).
 
-# %%
+# %% tags=["hide-input"]
 lin = check.linear
-print(f"{'tau':>5s} {'R_N(F_r)':>10s} {'loss class >=':>14s} {'classical bound':>16s} {'mean gap':>9s} "
-      f"{'max gap':>8s} {'draws above bound':>18s}")
-for j, tau in enumerate(lin.taus):
-    print(f"{tau:5.2f} {lin.rademacher[:, j].mean():10.4f} {lin.loss_lower[:, j].mean():14.4f} "
-          f"{lin.classical_bound[j]:16.4f} {lin.gap[:, j].mean():9.4f} {lin.gap[:, j].max():8.4f} "
-          f"{lin.fraction_exceeding[j]:18.1%}")
+show_table([(f"{tau:.2f}", lin.rademacher[:, j].mean(), lin.loss_lower[:, j].mean(), lin.classical_bound[j],
+             lin.gap[:, j].mean(), lin.gap[:, j].max(), f"{lin.fraction_exceeding[j]:.1%}")
+            for j, tau in enumerate(lin.taus)],
+           ["tau", "R_N(F_r)", "loss class at least", "classical bound", "mean gap", "max gap", "draws above bound"],
+           digits=4)
 fig, ax = plt.subplots(figsize=(7, 4))
 for j, tau in enumerate(lin.taus):
     ax.scatter(np.full(lin.gap.shape[0], tau) + np.random.default_rng(j).uniform(-0.02, 0.02, lin.gap.shape[0]),
@@ -345,6 +354,4 @@ plt.close(fig)
 verdicts = claims(check)
 path = write_results(results_dir, "04_rademacher_bound", scale=config.scale, parameters=config.parameters(),
                      metrics=metrics(check), claims=verdicts, wall_time=time.perf_counter() - t_start, device="cpu")
-for c in verdicts:
-    print(f"[{'holds' if c.holds else 'FAILS'}] {c.statement}: {c.evidence}")
-print(f"results written to {path}")
+show_claims(verdicts, path, results_dir)

@@ -15,11 +15,16 @@
 # (chapter-equilibrium)=
 # # 5. The equilibrium surface and the iso-classification process
 #
-# *Seed 004 (Gao & Chaudhari 2020), Secs. 2-3 and 5.1, Figs. 1, 2 and 4, Lemma 3, Remarks 4, 7
-# and 10, Appendix A.*
+# *Seed 004, {cite:t}`gao2020free`, Secs. 2-3 and 5.1, Figs. 1, 2 and 4, Lemma 3, Remarks 4, 7 and 10,
+# Appendix A.*
 #
-# A model made of a Gaussian encoder $e(z|x)$, a marginal $m(z)$, a decoder $d(x|z)$ and a
-# classifier $c(y|z)$ has three functionals: the **rate** and the **distortion** (the paper's Eq. (1))
+# Download: {download}`the Jupytext source <05_equilibrium_surface.py>` of this page (what
+# {doc}`../book/reproduce` runs with papermill), or the executed notebook from the download button at
+# the top of the page.
+#
+# A model made of a Gaussian encoder $e(z|x)$, a marginal $m(z)$, a decoder $d(x|z)$ and a classifier
+# $c(y|z)$ has three functionals: the **rate** and the **distortion** {cite}`alemi2018fixing` (the
+# paper's Eq. (1))
 #
 # ```{math}
 # :label: equilibrium-eq-1
@@ -34,8 +39,9 @@
 # C = \mathbb{E}_{x}\Big[-\int dz\, e(z|x)\log c(y_x|z)\Big].
 # ```
 #
-# Minimising $R + \lambda D + \gamma C$ over the parameters reaches the **equilibrium surface**
-# (Remark 4), and the optimal value is the free energy (the paper's Eq. (8))
+# Minimising $R + \lambda D + \gamma C$ over the parameters (a Lagrangian in the spirit of the
+# information bottleneck {cite}`tishby1999information`, {cite}`achille2018emergence`) reaches the
+# **equilibrium surface** (Remark 4), and the optimal value is the free energy (the paper's Eq. (8))
 #
 # ```{math}
 # :label: equilibrium-eq-8
@@ -61,8 +67,8 @@
 # \dot D = -\alpha\det\mathrm{Hess}(F) < 0, \qquad \dot R = -\lambda\dot D > 0:
 # ```
 #
-# the rate rises and the distortion falls at constant classification loss. Both are special cases of
-# the "first law" of the paper's Eq. (7), here with $\sigma = 0$:
+# the rate rises and the distortion falls at constant classification loss. Both are special cases of the
+# "first law" {cite}`alemi2018therml` of the paper's Eq. (7), here with $\sigma = 0$:
 #
 # ```{math}
 # :label: equilibrium-eq-7
@@ -70,22 +76,23 @@
 # ```
 #
 # **Choices** (each a parameter, or a field of a configuration in `ctd_lib.free_energy` and
-# `ctd_lib.experiments.equilibrium_surface`):
-# the MNIST model of Appendix A (784-256-16 encoder and decoder, a 12-unit hidden layer in the
-# classifier) without batch normalisation, so that the functionals do not depend on running
-# statistics; $m(z) = \mathcal N(0, I)$ (a learned diagonal Gaussian is available); $D$ is the sum
-# of squared errors over the pixels, a Gaussian likelihood of variance $1/2$ with its additive
-# constant dropped (a constant shifts $F$ by a term linear in $\lambda$ and changes none of the
-# checks); functionals are estimated with 8 reparameterised samples of $z$ per input and a fixed
-# noise seed, so that two models are compared on the same noise (common random numbers); training
-# from scratch uses Adam with cosine annealing (Appendix A), equilibration after a change of
-# $(\lambda,\gamma)$ uses the schedule $\eta(t) = (t/T)^2(1-t/T)^5$ of Sec. 5.1 scaled to a peak of
-# `peak_lr`; the finite-difference probes are central, with half-widths relative to $\lambda$ and
-# $\gamma$, each a short equilibration from the current weights with the same seed.
+# `ctd_lib.experiments.equilibrium_surface`): the MNIST model of Appendix A (784-256-16 encoder and
+# decoder, a 12-unit hidden layer in the classifier) without batch normalisation, so that the
+# functionals do not depend on running statistics; $m(z) = \mathcal N(0, I)$ (a learned diagonal
+# Gaussian is available); $D$ is the sum of squared errors over the pixels, a Gaussian likelihood of
+# variance $1/2$ with its additive constant dropped (a constant shifts $F$ by a term linear in $\lambda$
+# and changes none of the checks); functionals are estimated with 8 reparameterised
+# {cite}`kingma2014auto` samples of $z$ per input and a fixed noise seed, so that two models are
+# compared on the same noise (common random numbers); training from scratch uses Adam
+# {cite}`kingma2015adam` with cosine annealing {cite}`loshchilov2017sgdr` (Appendix A), equilibration
+# after a change of $(\lambda,\gamma)$ uses the schedule $\eta(t) = (t/T)^2(1-t/T)^5$ of Sec. 5.1 scaled
+# to a peak of `peak_lr`; the finite-difference probes are central, with half-widths relative to
+# $\lambda$ and $\gamma$, each a short equilibration from the current weights with the same seed.
 #
-# Everything runs on a few thousand real MNIST digits (`n_per_class` per digit) at sizes a CPU handles
-# in minutes: a coarse grid, short training. `params/paper/05_equilibrium_surface.yml` holds the paper's setting (the five
-# $\gamma$ of Fig. 2, longer training and equilibration).
+# Everything runs on a few thousand real MNIST digits {cite}`lecun1998gradient` (`n_per_class` per
+# digit) at sizes a CPU handles in minutes: a coarse grid, short training.
+# `params/paper/05_equilibrium_surface.yml` holds the paper's setting (the five $\gamma$ of Fig. 2,
+# longer training and equilibration).
 
 # %% tags=["parameters"]
 n_per_class = 300  # training images per digit (mnist10k train split)
@@ -124,6 +131,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from myst_nb import glue
 
+from ctd_lib.display import show_claims, show_markdown, show_table, solver_warnings
 from ctd_lib.experiments.equilibrium_surface import EquilibriumSurfaceConfig, claims, metrics, run
 from ctd_lib.results import write_results
 
@@ -145,9 +153,10 @@ config = EquilibriumSurfaceConfig(
 
 # %%
 t_start = time.perf_counter()
-result = run(config)
+with solver_warnings():  # each kind of solver warning shown once, with its count
+    result = run(config)
 grid, l3, change = result.grid, result.lemma3, result.change
-print(f"{result.n_train} training and {result.n_val} held-out digits")
+show_markdown(f"{result.n_train} training and {result.n_val} held-out digits.")
 
 # %% [markdown]
 # ## The equilibrium surface (Fig. 1 made concrete)
@@ -157,7 +166,7 @@ print(f"{result.n_train} training and {result.n_val} held-out digits")
 # points trace a rate-distortion curve, which should be convex and decreasing
 # ({numref}`fig-equilibrium-surface`).
 
-# %%
+# %% tags=["hide-input"]
 R, D, C, F = grid.array("rate"), grid.array("distortion"), grid.array("classification"), grid.F
 fig, axes = plt.subplots(1, 3, figsize=(14, 4))
 for j, g in enumerate(gammas):
@@ -174,11 +183,9 @@ for ax in axes:
 fig.tight_layout()
 glue("fig-equilibrium-surface", fig, display=False)
 plt.close(fig)
-print(f"{'lambda':>7s} {'gamma':>6s} {'R':>8s} {'D':>8s} {'C':>7s} {'F':>8s} {'val acc':>8s}")
-for i, lam in enumerate(lambdas):
-    for j, g in enumerate(gammas):
-        print(f"{lam:7.3g} {g:6.3g} {R[i, j]:8.2f} {D[i, j]:8.2f} {C[i, j]:7.3f} {F[i, j]:8.2f} "
-              f"{grid.val[i][j].accuracy:8.1%}")
+show_table([(f"{lam:g}", f"{g:g}", f"{R[i, j]:.2f}", f"{D[i, j]:.2f}", f"{C[i, j]:.3f}", f"{F[i, j]:.2f}",
+             f"{grid.val[i][j].accuracy:.1%}") for i, lam in enumerate(lambdas) for j, g in enumerate(gammas)],
+           ["λ", "γ", "R", "D", "C", "F", "held-out accuracy"])
 
 # %% [markdown]
 # ```{glue:figure} fig-equilibrium-surface
@@ -200,7 +207,7 @@ for i, lam in enumerate(lambdas):
 # negative semi-definite Hessian of $F$, and the derivatives of $F$ should be the measured $D$ and $C$
 # ({numref}`fig-equilibrium-derivatives`).
 
-# %%
+# %% tags=["hide-input"]
 glue("l3_violations", int(l3.supporting_plane_violations), display=False)
 glue("l3_pairs", int(l3.n_pairs), display=False)
 glue("l3_max_violation", float(l3.supporting_plane_max_rel_violation), display=False)
@@ -218,7 +225,9 @@ axes[1].set_title("$\\partial F/\\partial\\gamma$ against C")
 fig.tight_layout()
 glue("fig-equilibrium-derivatives", fig, display=False)
 plt.close(fig)
-print("Hessian eigenvalues of F at interior grid points:", np.round(l3.hessian_eigenvalues, 3).tolist())
+show_markdown("Hessian eigenvalues of $F$ at the interior grid points: "
+              + ("; ".join(f"({e[0]:.3g}, {e[1]:.3g})" for e in np.reshape(l3.hessian_eigenvalues, (-1, 2)))
+                 or "none (no interior point)") + ".")
 
 # %% [markdown]
 # ```{glue:figure} fig-equilibrium-derivatives
@@ -242,7 +251,7 @@ print("Hessian eigenvalues of F at interior grid points:", np.round(l3.hessian_e
 # $(\lambda', \gamma')$ with the schedule $\eta(t)$. $F$ is continuous in $(\lambda, \gamma)$, so the free
 # energy after equilibration should be about the one before ({numref}`fig-equilibrium-change`).
 
-# %%
+# %% tags=["hide-input"]
 (l0, g0), (l1, g1) = change.before, change.after
 fig, ax = plt.subplots(figsize=(7, 3.5))
 ax.plot(change.log.objective, lw=0.7, alpha=0.6, label="mini-batch $R + \\lambda' D + \\gamma' C$")
@@ -257,9 +266,9 @@ fig.tight_layout()
 glue("fig-equilibrium-change", fig, display=False)
 plt.close(fig)
 glue("equil_rel_change", float(change.rel_change), display=False)
-print(f"F before {change.F_before:.3f}, the old model's objective at the new multipliers "
-      f"{change.F_before_at_new:.3f}, F after equilibration {change.F_after:.3f}: relative change "
-      f"{change.rel_change:.2%}")
+show_markdown(f"$F$ before: {change.F_before:.3f}; the old model's objective at the new multipliers: "
+              f"{change.F_before_at_new:.3f}; $F$ after equilibration: {change.F_after:.3f}; relative change "
+              f"{change.rel_change:.2%}.")
 
 # %% [markdown]
 # ```{glue:figure} fig-equilibrium-change
@@ -277,7 +286,7 @@ print(f"F before {change.F_before:.3f}, the old model's objective at the new mul
 # finite-difference partial derivatives of $C$, an Euler step of the multipliers, re-equilibration. $C$
 # should stay flat while $R$ rises and $D$ falls ({numref}`fig-equilibrium-iso`).
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(2, 3, figsize=(15, 8))
 for run_ in result.iso:
     r, ctrl_path, (lam_start, gam_start) = run_.process, run_.control, run_.start
@@ -301,13 +310,19 @@ for ax in axes.ravel():
 fig.tight_layout()
 glue("fig-equilibrium-iso", fig, display=False)
 plt.close(fig)
-print(f"{'start':>12s} {'max |dC|/C':>10s} {'(val)':>7s} {'(fixed)':>8s} {'vs fixed':>9s} {'R change':>9s} "
-      f"{'D change':>9s} {'Remark 10 err':>13s} {'Eq. 7 err':>10s} {'end (lambda, gamma)':>20s}")
-for row in result.iso:
-    print(f"{str(row.start):>12s} {row.c_change:10.1%} {row.c_change_val:7.1%} "
-          f"{row.c_change_control:8.1%} {row.c_vs_control:9.1%} {row.dR:9.2f} "
-          f"{row.dD:9.2f} {row.remark10:13.1%} {row.first_law:10.1%}   "
-          f"({row.lam_end:.3g}, {row.gam_end:.3g})")
+iso_rows = {  # one row per quantity, one column per run (few runs, many quantities)
+    "largest relative change of C, training": [f"{r.c_change:.1%}" for r in result.iso],
+    "the same, held-out": [f"{r.c_change_val:.1%}" for r in result.iso],
+    "the same, at fixed multipliers": [f"{r.c_change_control:.1%}" for r in result.iso],
+    "C along the process against fixed multipliers": [f"{r.c_vs_control:.1%}" for r in result.iso],
+    "change of R": [f"{r.dR:.2f}" for r in result.iso],
+    "change of D": [f"{r.dD:.2f}" for r in result.iso],
+    "relative error of Remark 10": [f"{r.remark10:.1%}" for r in result.iso],
+    "relative error of Eq. (7)": [f"{r.first_law:.1%}" for r in result.iso],
+    "(λ, γ) at the end": [f"({r.lam_end:.3g}, {r.gam_end:.3g})" for r in result.iso],
+}
+show_table([(k, *v) for k, v in iso_rows.items()],
+           ["start (λ, γ)", *(f"({r.start[0]:g}, {r.start[1]:g})" for r in result.iso)])
 glue("iso_c_max", float(result.iso_c_max), display=False)
 glue("remark10_err", float(result.remark10_err), display=False)
 glue("n_rd_ok", int(result.n_rd_ok), display=False)
@@ -358,6 +373,4 @@ chapter_claims = claims(result)
 path = write_results(results_dir, "05_equilibrium_surface", scale=scale, parameters=config.parameters(),
                      metrics=metrics(result), claims=chapter_claims, wall_time=time.perf_counter() - t_start,
                      device="cpu")
-for c in chapter_claims:
-    print(f"[{'holds' if c.holds else 'FAILS'}] {c.statement}: {c.evidence}")
-print(f"results written to {path}")
+show_claims(chapter_claims, path, results_dir)

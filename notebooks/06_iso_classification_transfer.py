@@ -15,8 +15,12 @@
 # (chapter-iso-transfer)=
 # # 6. Iso-classification transfer
 #
-# *Seed 004 (Gao & Chaudhari 2020), Sec. 4 (Lemma 9, Eqs. 23-30), Sec. 5.2 and Fig. 5, Appendix F
+# *Seed 004, {cite:t}`gao2020free`, Sec. 4 (Lemma 9, Eqs. 23-30), Sec. 5.2 and Fig. 5, Appendix F
 # (Eq. 37, Remark 11) and Appendix G (Eq. 38, Fig. 6).*
+#
+# Download: {download}`the Jupytext source <06_iso_classification_transfer.py>` of this page (what
+# {doc}`../book/reproduce` runs with papermill), or the executed notebook from the download button at
+# the top of the page.
 #
 # Chapter 5 moved along the equilibrium surface by changing the multipliers $(\lambda, \gamma)$.
 # Here the **data** change too: the task moves from a source to a target over $t \in [0, 1]$,
@@ -27,7 +31,8 @@
 # p(x, t) = (1-t)\,p^s(x) + t\,p^t(x) \qquad\text{(labels kept)},
 # ```
 #
-# or along the optimal-transport interpolation of chapter 2 (the paper's Eq. (37))
+# or along the optimal-transport interpolation of chapter 2 {cite}`villani2009optimal` (the paper's
+# Eq. (37))
 #
 # ```{math}
 # :label: isotransfer-eq-37
@@ -80,11 +85,12 @@
 # target, and **training from scratch** on the target, both with as many mini-batch updates as the
 # transfer used (probes included).
 #
-# At the CPU scale this runs on a few thousand real MNIST digits with the 784-256-16 model of
-# chapter 5; `params/paper/06_iso_classification_transfer.yml` uses the larger 784-400-64 model of
-# Appendix A, more steps and longer equilibration. The CIFAR-10 vehicles-to-animals experiment of
-# Appendix G is `params/cifar10/06_iso_classification_transfer.yml`, for readers with CIFAR-10 on
-# disk (`data_root`); here its code path is tested on a small file in CIFAR-10's format only.
+# At the CPU scale this runs on a few thousand real MNIST digits with the 784-256-16 model of chapter 5;
+# `params/paper/06_iso_classification_transfer.yml` uses the larger 784-400-64 model of Appendix A, more
+# steps and longer equilibration. The CIFAR-10 {cite}`krizhevsky2009learning` vehicles-to-animals
+# experiment of Appendix G is `params/cifar10/06_iso_classification_transfer.yml`, for readers with
+# CIFAR-10 on disk (`data_root`); here its code path is tested on a small file in CIFAR-10's format
+# only.
 
 # %% tags=["parameters"]
 source_task = "mnist10k-0-4"  # Sec. 5.2: digits 0-4 ...
@@ -126,6 +132,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from myst_nb import glue
 
+from ctd_lib.display import show_claims, show_markdown, show_table, solver_warnings
 from ctd_lib.experiments.iso_classification_transfer import IsoClassificationTransferConfig, claims, metrics, run
 from ctd_lib.results import write_results
 
@@ -139,9 +146,10 @@ config = IsoClassificationTransferConfig(
     c_tolerance=c_tolerance, scratch_margin=scratch_margin, seed=seed, threads=threads, scale=scale,
 )
 t_start = time.perf_counter()
-result = run(config)  # source model, the transfers of Eqs. (30) and (38), the baselines; every fallback warns
-print(f"source {source_task}: {result.n_source} images, target {target_task}: {result.n_target}; "
-      f"one {result.num_classes}-way head")
+with solver_warnings():  # every fallback warns: each kind shown once, with its count
+    result = run(config)  # source model, the transfers of Eqs. (30) and (38), the baselines
+show_markdown(f"Source `{source_task}`: {result.n_source} images; target `{target_task}`: {result.n_target}; "
+              f"one {result.num_classes}-way head.")
 
 # %% [markdown]
 # ## The source model
@@ -149,10 +157,10 @@ print(f"source {source_task}: {result.n_source} images, target {target_task}: {r
 # Trained from scratch on the source at $(\lambda_0, \gamma_0)$, as the starting point on the source's
 # equilibrium surface.
 
-# %%
+# %% tags=["hide-input"]
 src_terms = result.source_terms
-print(f"source model, held-out source: R {src_terms.rate:.2f}, D {src_terms.distortion:.2f}, "
-      f"C {src_terms.classification:.3f}, accuracy {src_terms.accuracy:.1%}")
+show_table([(f"{src_terms.rate:.2f}", f"{src_terms.distortion:.2f}", f"{src_terms.classification:.3f}",
+             f"{src_terms.accuracy:.1%}")], ["R", "D", "C", "accuracy"], title="The source model on held-out source data")
 
 # %% [markdown]
 # ## Transfer
@@ -160,13 +168,13 @@ print(f"source model, held-out source: R {src_terms.rate:.2f}, D {src_terms.dist
 # Geodesic transfer ({eq}`isotransfer-eq-30`) with each interpolation of the data, and the
 # heuristic of {eq}`isotransfer-eq-38`.
 
-# %%
+# %% tags=["hide-input"]
 results = result.transfers
-for (method, interp), r in results.items():
-    print(f"{method:9s} {interp:8s}: C {r.array('classification')[0]:.3f} -> {r.array('classification')[-1]:.3f} "
-          f"(max change {r.c_max_rel_change:.1%}), lambda {r.lam[0]:.3g} -> {r.lam[-1]:.3g}, "
-          f"gamma {r.gamma[0]:.3g} -> {r.gamma[-1]:.3g}, target accuracy {r.target_accuracy[-1]:.1%}, "
-          f"{r.n_fallbacks} fallbacks, {r.n_clips} clips, {r.wall_time:.0f} s")
+show_table([(f"{method}, {interp}", f"{r.array('classification')[0]:.3f} → {r.array('classification')[-1]:.3f}",
+             f"{r.c_max_rel_change:.1%}", f"{r.lam[0]:.3g} → {r.lam[-1]:.3g}", f"{r.gamma[0]:.3g} → {r.gamma[-1]:.3g}",
+             f"{r.target_accuracy[-1]:.1%}", f"{r.n_fallbacks} / {r.n_clips}", f"{r.wall_time:.0f}")
+            for (method, interp), r in results.items()],
+           ["transfer", "C", "max change of C", "λ", "γ", "target accuracy", "fallbacks / clips", "s"])
 main = result.main
 budget = result.budget
 
@@ -176,17 +184,18 @@ budget = result.budget
 # Fine-tuning the source model on the target and training a fresh model on the target, each for as
 # many mini-batch updates as the geodesic transfer used.
 
-# %%
+# %% tags=["hide-input"]
 finetune, scratch = result.finetune, result.scratch
-print(f"budget {budget} updates; fine-tuning: {finetune.initial_accuracy:.1%} -> {finetune.final_accuracy:.1%}; "
-      f"from scratch: {scratch.final_accuracy:.1%}")
+show_table([("fine-tuning", budget, f"{finetune.initial_accuracy:.1%}", f"{finetune.final_accuracy:.1%}"),
+            ("from scratch", budget, "", f"{scratch.final_accuracy:.1%}")],
+           ["baseline", "updates", "target accuracy at the start", "at the end"])
 
 # %% [markdown]
 # ## Rate, distortion and the multipliers along the transfer (Fig. 5a)
 #
 # {numref}`fig-isotransfer-rd` follows each transfer in the $(D, R)$ plane and its multipliers over $t$.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 3, figsize=(15, 4))
 for (method, interp), r in results.items():
     lab = f"{method}, {interp}"
@@ -226,7 +235,7 @@ plt.close(fig)
 # target's held-out set; fine-tuning on the target's held-out set over its updates (drawn on the same
 # $[0, 1]$ axis as a fraction of the budget), in {numref}`fig-isotransfer-accuracy`.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 3, figsize=(15, 4))
 for (method, interp), r in results.items():
     lab = f"{method}, {interp}"
@@ -285,11 +294,11 @@ glue("budget", int(budget), display=False)
 # The condition number of the 2x2 matrix of {eq}`isotransfer-eq-30` at every step, and the steps
 # that fell back.
 
-# %%
-for (method, interp), r in results.items():
-    conds = [s.cond for s in r.systems]
-    print(f"{method:9s} {interp:8s}: condition numbers {', '.join(f'{c:.3g}' for c in conds)}; "
-          f"fallbacks {r.fallbacks if r.fallbacks else 'none'}")
+# %% tags=["hide-input"]
+show_table([(f"{method}, {interp}", ", ".join(f"{s.cond:.3g}" for s in r.systems),
+             "; ".join(f"step {k}: {reason}" for k, reason in r.fallbacks) or "none")
+            for (method, interp), r in results.items()],
+           ["transfer", "condition number per step", "fallbacks"])
 
 # %% [markdown]
 # ## Claims and results
@@ -298,6 +307,4 @@ for (method, interp), r in results.items():
 found = claims(result)
 path = write_results(results_dir, "06_iso_classification_transfer", scale=scale, parameters=config.parameters(),
                      metrics=metrics(result), claims=found, wall_time=time.perf_counter() - t_start, device="cpu")
-for c in found:
-    print(f"[{'holds' if c.holds else 'FAILS'}] {c.statement}: {c.evidence}")
-print(f"results written to {path}")
+show_claims(found, path, results_dir)

@@ -15,7 +15,11 @@
 # (your-own-data)=
 # # Your own data, one command
 #
-# *Seed 000 (Gao & Chaudhari 2021), Definition 2 and Eq. (11), on tasks of your own.*
+# *Seed 000, {cite:t}`gao2021information`, Definition 2 and Eq. (11), on tasks of your own.*
+#
+# Download: {download}`the Jupytext source <07_your_own_data.py>` of this page (what
+# {doc}`../book/reproduce` runs with papermill), or the executed notebook from the download button at
+# the top of the page.
 #
 # The chapters measure distances between tasks of the embedded digits. This page does it for two
 # folders of images such as you might have on disk, with the command that the library installs:
@@ -40,10 +44,10 @@
 #   p_{w(\tau+d\tau)}(\cdot\mid x)\big]}\ d\tau .
 # ```
 #
-# A distance alone says little: SGD noise makes even the transfer of a task to itself travel.
-# The command therefore prints beside it the **self-distance** $d(S, S)$, the same method from
-# SOURCE to SOURCE, which is the floor the distance is read against (Task2Vec and the pixel W2
-# have none: a task is at distance 0 from itself by construction), and the **spread**, mean and
+# A distance alone says little: SGD noise makes even the transfer of a task to itself travel. The
+# command therefore prints beside it the **self-distance** $d(S, S)$, the same method from SOURCE to
+# SOURCE, which is the floor the distance is read against (Task2Vec {cite}`achille2019task2vec` and the
+# pixel W2 have none: a task is at distance 0 from itself by construction), and the **spread**, mean and
 # standard deviation over `--seeds` seeds of the source model and the transfer.
 #
 # **One head for two tasks.** Two folders share the sorted union of their class names: a class of
@@ -85,6 +89,7 @@ from myst_nb import glue
 import ctd_lib
 from ctd_lib.cli import NO_SELF_DISTANCE, PairConfig, pair_distance, read_record, self_distance_claim
 from ctd_lib.data import Task, fetch_mnist10k, make_task
+from ctd_lib.display import show_claims
 from ctd_lib.results import write_results
 from ctd_lib.user_data import folder_classes
 
@@ -117,6 +122,7 @@ for side, folder in folders.items():
     counts = {c: len(list((folder / c).glob("*.png"))) for c in folder_classes(folder)}
     print(f"{side}: {folder.name}/ with class folders {counts}")
 
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(2, 8, figsize=(10, 2.8))
 for row, folder in zip(axes, folders.values()):
     shown = Task.from_folder(folder, n_per_class=2, seed=1)
@@ -187,6 +193,7 @@ api_diff = abs(api.distances[0] - record.distances[0])
 print(f"seed 0 from Python: d(S, T) = {api.distances[0]:.6f}, d(S, S) = {api.self_distances[0]:.6f} "
       f"({api.wall_time:.1f} s); from the command: {record.distances[0]:.6f}, difference {api_diff:.1e}")
 
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for i, (label, values) in enumerate((("d(S, T)", record.distances), ("d(S, S)", record.self_distances))):
     ax.bar(i, values.mean(), yerr=values.std(ddof=1) if len(values) > 1 else 0, color=f"C{i}", alpha=0.5,
@@ -231,5 +238,4 @@ parameters = {"source_task": source_task, "target_task": target_task, "n_per_cla
 path = write_results(results_dir, "07_your_own_data", scale=scale, parameters=parameters, metrics=metrics,
                      claims=[claim], wall_time=time.perf_counter() - t_start, device="cpu")
 shutil.rmtree(workdir)
-print(f"[{'holds' if claim.holds else 'FAILS'}] {claim.statement}: {claim.evidence}")
-print(f"results written to {path}")
+show_claims([claim], path, results_dir)

@@ -15,14 +15,19 @@
 # (chapter-paper-numbers)=
 # # 8. The paper's own numbers
 #
-# *Seed 000 (Gao & Chaudhari 2021), Sec. 5.3 (the Mantel test), Secs. 5.4-5.5, Figs. 2, 3, 5 and 7.*
+# *Seed 000, {cite:t}`gao2021information`, Sec. 5.3 (the Mantel test), Secs. 5.4-5.5, Figs. 2, 3,
+# 5 and 7.*
+#
+# Download: {download}`the Jupytext source <08_paper_numbers.py>` of this page (what
+# {doc}`../book/reproduce` runs with papermill), or the executed notebook from the download button at
+# the top of the page.
 #
 # The other chapters recompute the paper's experiments. This one asks a narrower question: taking the
-# paper's **printed** distance matrices at face value, do its reported Mantel statistics $(r, p)$
-# follow from them? The paper compares each task distance with the fine-tuning distance (Sec. 5.3) by
-# the normalised Mantel statistic, a correlation over the entries of two $n \times n$ matrices, and a
-# permutation p-value. For a matrix $A$, a reference $B$ and a convention $C$ (which entries, with or
-# without the diagonal, symmetrised or not, Pearson or Spearman), we compute
+# paper's **printed** distance matrices at face value, do its reported Mantel statistics $(r, p)$ follow
+# from them? The paper compares each task distance with the fine-tuning distance (Sec. 5.3) by the
+# normalised Mantel statistic {cite}`mantel1967detection`, a correlation over the entries of two
+# $n \times n$ matrices, and a permutation p-value. For a matrix $A$, a reference $B$ and a convention
+# $C$ (which entries, with or without the diagonal, symmetrised or not, Pearson or Spearman), we compute
 #
 # ```{math}
 # :label: paper-numbers-r
@@ -30,9 +35,9 @@
 # ```
 #
 # where $T_C$ is the identity or the symmetrisation $\tfrac12(D + D^\top)$ and $E_C$ the compared
-# entries: every ordered pair $i \ne j$ (our `mantel_asymmetric`), the upper triangle of the
-# symmetrised matrices (scikit-bio's test), or one triangle of the raw matrices (what R's `ape` and
-# `vegan` read from a matrix that is not symmetric), each with or without the diagonal. The exact
+# entries: every ordered pair $i \ne j$ (our `mantel_asymmetric`), the upper triangle of the symmetrised
+# matrices (scikit-bio's test {cite}`scikitbio`), or one triangle of the raw matrices (what R's `ape`
+# and `vegan` read from a matrix that is not symmetric), each with or without the diagonal. The exact
 # one-sided p-value relabels the tasks of $B$, $B^\pi_{ij} = B_{\pi(i)\pi(j)}$:
 #
 # ```{math}
@@ -40,8 +45,9 @@
 # p_C = \frac{\#\{\pi \in S_n : r_C(A, B^\pi) \ge r_C(A, B)\}}{n!} \in \Big\{\frac{1}{n!}, \frac{2}{n!}, \dots, 1\Big\},
 # ```
 #
-# so it is never below $1/n!$ (the identity always counts). A test with $K$ random relabellings
-# prints instead $\hat p = (1 + X)/(1 + K)$ with $X \sim \mathrm{Binomial}(K, p_C)$.
+# so it is never below $1/n!$ (the identity always counts). A test with $K$ random relabellings prints
+# instead $\hat p = (1 + X)/(1 + K)$ with $X \sim \mathrm{Binomial}(K, p_C)$
+# {cite}`phipson2010permutation`.
 #
 # **Reproduced** means: some convention gives $|r_C - r| \le \tfrac12 10^{-d}$ for an $r$ printed with
 # $d$ decimals (0.428 means $[0.4275, 0.4285]$), and, under the same convention, a p-value with the
@@ -67,6 +73,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from ctd_lib import pin_threads
+from ctd_lib.display import show_claims
 from ctd_lib.experiments.paper_numbers import (
     PaperNumbersConfig,
     claims,
@@ -96,7 +103,7 @@ print(f"{len(ra.checks)} reported comparisons, {len(ra.conventions)} conventions
 # not keep the numbers inside the heatmaps. {numref}`fig-paper-numbers-matrices` shows every matrix
 # the text describes, with a number where the text gives one and "?" where it does not.
 
-# %%
+# %% tags=["hide-input"]
 layout = [["fig2a", "fig2b", "fig2c", "fig2d"], ["fig3a", "fig3b", "fig3c", "fig3d"],
           ["fig5a", "fig5b", "sec54-coupled", "sec54-finetune", "sec54-task2vec"], ["fig7a", "fig7b", "fig7c", "fig7d"]]
 fig, axes = plt.subplots(4, 5, figsize=(17, 14))
@@ -147,7 +154,7 @@ display(Markdown(markdown_table(
 # reported Mantel tests name, {glue:text}`cells_known` are in the extracted text. Where the task
 # names of each figure come from, and what the prose says about the cells:
 
-# %%
+# %% tags=["hide-input"]
 for M in check.matrices.values():
     if M.key.startswith("sec54") and M.key != "sec54-coupled":
         continue
@@ -169,7 +176,7 @@ display(Markdown(
 # for "with itself", the matrix itself and its transpose). A convention whose entries are not in the
 # text is *not computable*, and a comparison with no computable convention *cannot be checked*.
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(markdown_table(
     [{"comparison": r.key, "sentence": r.quote, "reference (reading)": r.reading} for r in REPORTED_MANTEL])))
 cols = ["comparison", "A", "B (candidates)", "reported r", "reported p", "conventions computable", "our r (range)",
@@ -187,7 +194,7 @@ glue("n_both", m["both_reproduced"], display=False)
 # What the conventions alone do, on a **synthetic** pair of $n = 5$ matrices ($B = A + $ noise, not the
 # paper's numbers), shows how much a reader needs to know which convention the paper used:
 
-# %%
+# %% tags=["hide-input"]
 rows = [{"convention": o.convention.label, "r": o.r, "exact p": o.p_exact, f"sampled p (K={o.permutations})": o.p_sampled,
          "computed by": o.engine} for o in check.synthetic_pair]
 display(Markdown(markdown_table(rows)))
@@ -206,7 +213,7 @@ glue("syn_r_hi", hi, display=False)
 # print. With $n = 4$ (Fig. 2) an exact p is one of $c/24$; with $n = 5$ the lattice $c/120$ is finer
 # than two decimals. {numref}`fig-paper-numbers-lattice` places each reported p on its lattice.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(2, 1, figsize=(12, 4.8))
 for ax, n in zip(axes, (4, 5)):
     total = int(np.prod(np.arange(1, n + 1)))
@@ -276,7 +283,7 @@ glue("p2c", f"{fig2c.reported.p:g}", display=False)
 # {glue:text}`tr_lo:.2f` to {glue:text}`tr_hi:.2f` on a synthetic 5 x 5 matrix across the conventions
 # that keep the direction of transfer; it needs the cells.
 
-# %%
+# %% tags=["hide-input"]
 s5 = check.self_comparison(max(config.synthetic_n))
 glue("self_reported", ", ".join(f"{c.reported.key} r = {c.reported.r:g}" for c in ra.checks
                                 if c.reported.self_comparison), display=False)
@@ -298,7 +305,7 @@ display(Markdown(markdown_table([{"n": s.n, "r, matrix against itself (range)": 
 # paper reports none; what can be checked is that both distances call the same direction the longer
 # one.
 
-# %%
+# %% tags=["hide-input"]
 sec54 = [check.matrices[k] for k in ("sec54-coupled", "sec54-finetune", "sec54-task2vec")]
 display(Markdown(markdown_table(
     [{"distance": M.quantity, f"{M.tasks[0]} to {M.tasks[1]}": f"{M.values[0, 1]:g}",
@@ -311,14 +318,12 @@ display(Markdown(markdown_table(
 verdicts = claims(check)
 path = write_results(results_dir, "08_paper_numbers", scale=config.scale, parameters=config.parameters(),
                      metrics=m, claims=verdicts, wall_time=time.perf_counter() - t_start, device="cpu")
-for c in verdicts:
-    print(f"[{'holds' if c.holds else 'FAILS'}] {c.statement}: {c.evidence}")
-print(f"results written to {path}")
+show_claims(verdicts, path, results_dir)
 
 # %% [markdown]
 # ## Finding
 #
 # Which of the paper's reported Mantel statistics follow from its printed matrices, as computed above:
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(finding(check)))

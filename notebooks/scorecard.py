@@ -26,25 +26,27 @@
 # %% tags=["parameters"]
 results_dir = "../results"  # folder holding cpu/ and paper/ sub-folders
 scales = ["cpu", "paper"]
+front_page_figure = "../book/_generated/scorecard.png"  # drawn for book/intro.md ("": not drawn)
+
+# %% tags=["hide-input"]
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from ctd_lib.display import provenance_markdown, scorecard_figure, show_markdown
+from ctd_lib.results import scorecard_markdown
+
+fig = scorecard_figure(results_dir, scales)  # one square per claim: green holds, red fails, grey not run
+if front_page_figure:  # book/intro.md shows it; written next to the book's sources, never tracked
+    Path(front_page_figure).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(front_page_figure, dpi=150, bbox_inches="tight")
+plt.show()
 
 # %%
-from IPython.display import Markdown, display
-
-from ctd_lib.results import collect_results, scorecard_markdown
-
-display(Markdown(scorecard_markdown(results_dir, scales)))
+show_markdown(scorecard_markdown(results_dir, scales))
 
 # %% [markdown]
 # ## Provenance of each results file
 
-# %%
-found = collect_results(results_dir, scales)
-found.pop("_errors", None)
-rows = ["| notebook | scale | commit | uncommitted changes | device | threads | wall time (s) | written |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-for nb, per_scale in sorted(found.items()):
-    for scale, payload in sorted(per_scale.items()):
-        p = payload["provenance"]
-        rows.append(f"| {nb} | {scale} | `{p['git_commit'][:10]}` | {p['git_dirty']} | {p['device']} | "
-                    f"{p.get('threads', '')} | {p['wall_time_s']:.1f} | {p['created']} |")
-display(Markdown("\n".join(rows) if len(rows) > 2 else "No results files yet."))
+# %% tags=["hide-input"]
+show_markdown(provenance_markdown(results_dir, scales))

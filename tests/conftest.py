@@ -1,5 +1,8 @@
 import hashlib
 import pickle
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,8 @@ from hypothesis import settings
 # Hypothesis draws the same examples on every run, so a test run is reproducible (CI included).
 settings.register_profile("deterministic", derandomize=True, deadline=None)
 settings.load_profile("deterministic")
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -62,3 +67,30 @@ def cifar10_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(tvd.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names",
                                               "md5": _md5(folder / "batches.meta")})
     return tmp_path, batches
+
+
+@pytest.fixture(scope="session")
+def book(tmp_path_factory):
+    """A copy of the book's sources, executed at the smoke scale and built strictly (shared by
+    test_book.py and test_browser.py, built once per session)."""
+    src = tmp_path_factory.mktemp("book")
+    for name in ("_config.yml", "_toc.yml", "references.bib"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "book", src / "book")
+    (src / "notebooks").mkdir()
+    for py in (ROOT / "notebooks").glob("*.py"):
+        shutil.copy(py, src / "notebooks" / py.name)
+    results = src / "results"
+    if (ROOT / "results" / "paper").exists():
+        shutil.copytree(ROOT / "results" / "paper", results / "paper")
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "run_notebooks.py"), "--scale", "smoke",
+         "--src", str(src / "notebooks"), "--results-dir", str(results)],
+        capture_output=True, text=True, timeout=1800,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
+    build = subprocess.run(
+        [str(Path(sys.executable).parent / "jupyter-book"), "build", "--all", "-W", "-n", "--keep-going", str(src)],
+        capture_output=True, text=True, timeout=1200,
+    )
+    return {"src": src, "results": results, "build": build, "html": src / "_build" / "html"}

@@ -39,31 +39,8 @@ REQUIRED_METRICS = {
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="session")
-def book(tmp_path_factory):
-    """A copy of the book's sources, executed at the smoke scale and built strictly."""
-    src = tmp_path_factory.mktemp("book")
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "book", src / "book")
-    (src / "notebooks").mkdir()
-    for py in (ROOT / "notebooks").glob("*.py"):
-        shutil.copy(py, src / "notebooks" / py.name)
-    results = src / "results"
-    if (ROOT / "results" / "paper").exists():
-        shutil.copytree(ROOT / "results" / "paper", results / "paper")
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "run_notebooks.py"), "--scale", "smoke",
-         "--src", str(src / "notebooks"), "--results-dir", str(results)],
-        capture_output=True, text=True, timeout=1800,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
-    build = subprocess.run(
-        [str(Path(sys.executable).parent / "jupyter-book"), "build", "--all", "-W", "-n", "--keep-going", str(src)],
-        capture_output=True, text=True, timeout=1200,
-    )
-    return {"src": src, "results": results, "build": build, "html": src / "_build" / "html"}
+# The session fixture ``book`` (every notebook at the smoke scale, the strict build) is in conftest.py,
+# shared with test_browser.py.
 
 
 def test_every_notebook_writes_verified_results(book):
@@ -257,3 +234,32 @@ def test_entry_point_refuses_bad_arguments(tmp_path):
                               str(tmp_path / "out"), *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert run.returncode == 2 and message in run.stderr, run.stderr[-2000:]
         assert not (tmp_path / "out").exists()
+
+
+def test_pages_read_like_a_book_not_a_log(book):
+    """No page shows papermill's injected cell (the builder's absolute results_dir), a stderr block (solver
+    warnings are one admonition), or a log of verdicts; the parameters cell stays, orchestration is collapsed."""
+    for name in CHAPTERS + ["scorecard"]:
+        html = (book["html"] / "notebooks" / f"{name}.html").read_text()
+        assert str(book["src"]) not in html, f"{name} shows the builder's path"
+        assert "tag_injected-parameters" not in html, f"{name} shows papermill's injected cell"
+        assert html.count("tag_parameters ") == 1, f"{name} must show its parameters cell"
+        assert 'class="output stderr' not in html, f"{name} prints to stderr (warnings belong in an admonition)"
+        assert "tag_hide-input" in html, f"{name} collapses none of its orchestration or plotting code"
+        text = re.sub(r"<[^>]+>", " ", html)
+        assert "[holds]" not in text and "[FAILS]" not in text and "results written to" not in text, name
+        if name != "scorecard":
+            assert re.search(r"\d+ claims? checked, \d+ holds?; filed in", text), f"{name} has no claims table"
+
+
+def test_front_page_shows_the_scorecard_figure_of_this_run(book):
+    html = (book["html"] / "book" / "intro.html").read_text()
+    images = re.findall(r'<img[^>]+src="([^"]+)"', html)
+    assert [s for s in images if "scorecard" in s], "the front page shows no scorecard figure"
+    for src in images:
+        assert (book["html"] / "book" / src).resolve().exists(), src
+    png = book["src"] / "book" / "_generated" / "scorecard.png"
+    newest = max(p.stat().st_mtime for p in (book["results"] / "smoke").glob("*.json"))
+    assert png.stat().st_mtime >= newest, "the figure was not drawn from this run's results"
+    text = re.sub(r"<[^>]+>", " ", html)
+    assert re.search(r"make\s+book", text) and re.search(r"make\s+test", text), "the two commands are missing"

@@ -18,7 +18,7 @@ Figs. 2, 3, 5 and 7. :func:`run_check`
 
 :func:`metrics` and :func:`claims` turn the :class:`PaperNumbersCheck` into the numbers and the six
 verdicts of the results file of ``notebooks/08_paper_numbers.py``; :func:`markdown_table` renders
-the tables of the page.
+the tables of the page (it lives in :mod:`ctd_lib.display`).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .._util.checks import check_choice, check_count, check_positive
+from ..display import markdown_table  # the tables of the page (kept here for the old import path)
 from ..results import SCALES, Claim
 from ..task_distance.paper_numbers import (
     MANTEL_CONVENTIONS,
@@ -287,10 +288,6 @@ def metrics(result: PaperNumbersCheck) -> dict:
     return out
 
 
-def _fmt(x: float, d: int = 2) -> str:
-    return f"{x:.{d}f}"
-
-
 def claims(result: PaperNumbersCheck) -> list[Claim]:
     r"""The six verdicts of chapter 8.
 
@@ -416,45 +413,3 @@ def finding(result: PaperNumbersCheck) -> str:
                      "the fine-tuning distance " + ("agree" if diffs[0] * diffs[1] > 0 else "disagree")
                      + " on the longer direction; with two tasks no Mantel test is possible.")
     return " ".join(parts)
-
-
-# ----------------------------------------------------------------------------
-# tables for the page
-# ----------------------------------------------------------------------------
-
-
-def _cell(value, digits: int) -> str:
-    if value is None:
-        return "cannot check"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, float) for v in value):
-        lo, hi = value
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            return "n/a"
-        return _fmt(lo, digits) if abs(hi - lo) < 0.5 * 10 ** -digits else f"{lo:.{digits}f} to {hi:.{digits}f}"
-    if isinstance(value, float):
-        return "n/a" if not np.isfinite(value) else f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 \
-            else f"{value:.{digits}f}"
-    text = str(value)
-    for ch in ("\\", "|", "*", "_", "`"):
-        text = text.replace(ch, "\\" + ch)
-    return text.replace("\n", " ")
-
-
-def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None, *, digits: int = 3) -> str:
-    """A Markdown table of ``rows`` (dicts): floats to ``digits`` decimals, NaN as "n/a", ``None`` as
-    "cannot check", booleans as yes/no, (lo, hi) ranges as "lo to hi"; ``|`` and emphasis characters escaped.
-
-    >>> print(markdown_table([{"a": 0.5, "b": None, "c": True}]))
-    | a | b | c |
-    | --- | --- | --- |
-    | 0.500 | cannot check | yes |
-    """
-    if not rows:
-        return "(no rows)"
-    columns = list(columns or rows[0].keys())
-    lines = ["| " + " | ".join(_cell(c, digits) for c in columns) + " |", "|" + " --- |" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(c), digits) for c in columns) + " |")
-    return "\n".join(lines)
