@@ -1,17 +1,18 @@
 # ctd-book: two commands do everything.
 #   make book   virtual environment, data, every notebook at the CPU scale, strict HTML build
 #   make test   linters and type checker, unit/property tests, notebooks at the smallest scale, strict book
-#               build, browser check
+#               build, browser check, PDF check
+#   make pdf    the whole book as one PDF (_build/pdf/ctd-book.pdf), offline, from the executed notebooks
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ctd-installed
 
-.PHONY: book test setup data notebooks html browser lint clean gpu-wheels
+.PHONY: book test setup data notebooks html pdf browser pdftools lint clean gpu-wheels
 
 book: setup data notebooks html
 
-test: setup data browser lint
+test: setup data browser pdftools lint
 	$(BIN)/python -m pytest
 
 # The linters and the type checker (configured in pyproject.toml) are part of the test command.
@@ -39,6 +40,11 @@ html: setup
 	$(BIN)/jupyter-book build --all -W -n --keep-going .
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
+# Like html, from the notebooks `make notebooks` executed: one HTML page (singlehtml) printed by headless
+# Chromium, nothing downloaded; the math is checked in the PDF's text where pdftotext is installed.
+pdf: setup browser
+	$(BIN)/python scripts/build_pdf.py
+
 # The browser check needs Debian's chromium; install it where we may (root), else say how.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -48,6 +54,16 @@ browser:
 	    echo "The browser check needs chromium on PATH: sudo apt-get install chromium (Debian/Ubuntu)"; exit 1; \
 	  fi; }
 	@chromium --version
+
+# The PDF check reads the PDF back with poppler-utils (pdftotext, pdfinfo, pdfimages); the same way.
+pdftools:
+	@command -v pdftotext >/dev/null 2>&1 && command -v pdfimages >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null); \
+	  else \
+	    echo "The PDF check needs pdftotext on PATH: sudo apt-get install poppler-utils (Debian/Ubuntu)"; exit 1; \
+	  fi; }
+	@pdftotext -v 2>&1 | head -n 1
 
 # Wheels for scripts/gpu_run.sh on a GPU machine without a network (Python GPU_PY, manylinux x86_64): POT,
 # scikit-bio and what scikit-bio needs beyond a usual PyTorch image, and the embedded digits.
