@@ -451,9 +451,23 @@ def _padded(xs: list) -> torch.Tensor:
     return out
 
 
-def _batches(n: int, batch_size: int) -> list:
+def _prepared(pairs, vals, cfg: CoupledConfig, batch_size: int) -> tuple[list, list, list]:
+    """``pairs`` and ``vals`` as lists and the index groups of ``batch_size`` pairs, after every check of the
+    whole input (device, each pair's tasks, one architecture), so no group trains before a bad pair is seen."""
+    pairs = list(pairs)
+    vals = [None] * len(pairs) if vals is None else list(vals)
+    if len(vals) != len(pairs):
+        raise ValueError(f"vals has {len(vals)} entries; pairs has {len(pairs)}")
     check_positive("batch_size", batch_size, integer=True)
-    return [list(range(a, min(n, a + batch_size))) for a in range(0, n, batch_size)]
+    check_device("device", cfg.device)
+    for i, (s, t, _m) in enumerate(pairs):
+        try:
+            _check_tasks(s, t)
+        except ValueError as exc:
+            raise ValueError(f"pairs[{i}]: {exc}") from None
+    StackedModels([m for _s, _t, m in pairs])  # one architecture for all
+    groups = [list(range(a, min(len(pairs), a + batch_size))) for a in range(0, len(pairs), batch_size)]
+    return pairs, vals, groups
 
 
 def coupled_transfer_distances(
@@ -469,18 +483,7 @@ def coupled_transfer_distances(
     them together (:func:`batched_pair_kl_costs`), Eq. (12a) per pair.
     """
     cfg = config or CoupledConfig()
-    pairs = list(pairs)
-    vals = [None] * len(pairs) if vals is None else list(vals)
-    if len(vals) != len(pairs):
-        raise ValueError(f"vals has {len(vals)} entries; pairs has {len(pairs)}")
-    groups = _batches(len(pairs), batch_size)
-    check_device("device", cfg.device)
-    for i, (s, t, _m) in enumerate(pairs):
-        try:
-            _check_tasks(s, t)
-        except ValueError as exc:
-            raise ValueError(f"pairs[{i}]: {exc}") from None
-    StackedModels([m for _s, _t, m in pairs])  # one architecture for all
+    pairs, vals, groups = _prepared(pairs, vals, cfg, batch_size)
     results: list = [None] * len(pairs)
     for group in groups:
         for i, res in zip(group, _coupled_group([pairs[i] for i in group], [vals[i] for i in group], cfg,
@@ -540,11 +543,7 @@ def uncoupled_transfer_distances(
     pairs, ``batch_size`` trajectories at a time; each as
     :func:`~ctd_lib.task_distance.coupled.uncoupled_transfer_distance` gives it alone."""
     cfg = config or CoupledConfig()
-    pairs = list(pairs)
-    vals = [None] * len(pairs) if vals is None else list(vals)
-    if len(vals) != len(pairs):
-        raise ValueError(f"vals has {len(vals)} entries; pairs has {len(pairs)}")
-    groups = _batches(len(pairs), batch_size)
+    pairs, vals, groups = _prepared(pairs, vals, cfg, batch_size)
     results: list = [None] * len(pairs)
     for group in groups:
         start = time.perf_counter()
