@@ -31,8 +31,10 @@ REQUIRED_METRICS = {
     "03_coupled_distance": {"coupled_shorter_fraction", "asymmetry_disjoint", "max_rel_change_last_iteration",
                             "large_model_shorter_fraction", "seed_sd_coupled", "self_distance_coupled"},
     "04_rademacher_bound": {"max_gap_along_trajectory", "bound_violations", "coupled_vs_uncoupled_speed_term_ratio"},
-    "05_equilibrium_surface": {"iso_c_max_rel_change", "remark10_rel_err", "dF_dlambda_vs_D_rel_err",
-                               "dF_dgamma_vs_C_rel_err"},
+    "05_equilibrium_surface": {"iso_c_max_rel_change", "iso_c_max_rel_change_val",
+                               "iso_c_max_rel_change_fixed_multipliers_val", "iso_c_noise_floor_val",
+                               "remark10_rel_err", "lambda_secants_bracketed", "gamma_secants_bracketed",
+                               "symmetry_max_rel_diff", "iso_lambda_range"},
     "06_iso_classification_transfer": {"transfer_c_max_rel_change", "final_acc_isoc", "final_acc_scratch",
                                        "final_acc_finetune", "finetune_initial_acc"},
 }

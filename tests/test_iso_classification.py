@@ -13,6 +13,7 @@ from ctd_lib.free_energy.iso_classification import (
     IsoClassificationResult,
     first_law_check,
     fixed_multiplier_control,
+    fixed_multiplier_path,
     iso_c_max_rel_change,
     iso_classification,
     remark10_check,
@@ -70,15 +71,43 @@ def test_lemma3_on_a_concave_free_energy():
     check = lemma3_check(grid)
     assert check.n_pairs == (16 * 12) * (16 * 12 - 1)
     assert check.supporting_plane_violations == 0 and check.supporting_plane_max_rel_violation == 0.0
-    # second-order differences inside, first-order on the edges: median errors 0.1% (lambda, step 0.1)
-    # and 0.5% (gamma, steps of 23%); tolerance 1%
-    assert check.dF_dlambda_vs_D_rel_err < 1e-2 and check.dF_dgamma_vs_C_rel_err < 1e-2
+    # a concave F with F' = D: every secant lies between the derivatives at its ends
+    assert check.secants_bracketed and check.n_lambda_secants == 15 * 12 and check.n_gamma_secants == 16 * 11
+    assert check.lambda_secant_max_rel_violation == 0.0 and check.gamma_secant_max_rel_violation == 0.0
+    np.testing.assert_allclose(check.secant_lambda[0], (grid.F[1] - grid.F[0]) / (lambdas[1] - lambdas[0]))
     assert check.hessian_eigenvalues.shape == (14 * 10, 2)
     assert check.hessian_negative_fraction == 1.0
     # exact second derivatives: -1/(2 lam^1.5) and -1/(2 gamma^1.5), no cross term
     assert np.all(check.hessian_eigenvalues < 0)
-    # interior central differences: error h^2 f'''/6 <= 0.01 * 2.7 / 6 = 0.0045 at lam = 0.6
-    np.testing.assert_allclose(check.dF_dlambda[1:-1], grid.array("distortion")[1:-1], rtol=5e-3)
+    np.testing.assert_allclose(check.cross_dC_dlambda, 0.0, atol=1e-12)
+    np.testing.assert_allclose(check.cross_dD_dgamma, 0.0, atol=1e-12)
+
+
+def test_lemma3_secants_catch_a_wrong_derivative():
+    """D off by 20% at one point: the secant no longer lies between the neighbouring D values."""
+    lambdas, gammas = np.linspace(0.5, 2.0, 4), np.array([2.0, 4.0, 8.0])
+    grid = synthetic_grid("concave", lambdas, gammas)
+    t = grid.train[1][1]
+    grid.train[1][1] = FreeEnergyTerms(rate=t.rate - 0.2 * lambdas[1] * t.distortion, distortion=1.2 * t.distortion,
+                                       classification=t.classification, accuracy=1.0, n=1)  # F unchanged
+    np.testing.assert_allclose(grid.F, 2 * np.sqrt(lambdas)[:, None] + 2 * np.sqrt(gammas)[None, :])
+    check = lemma3_check(grid)
+    assert check.lambda_secants_bracketed == check.n_lambda_secants - 1
+    assert check.gamma_secants_bracketed == check.n_gamma_secants and not check.secants_bracketed
+    assert check.lambda_secant_max_rel_violation > 0.01  # 2.4% here
+    assert lemma3_check(grid, tol=1.0).secants_bracketed
+
+
+def test_lemma3_cross_differences_of_a_coupled_surface():
+    """F = 2 sqrt(lam gamma): D = sqrt(gamma/lam), C = sqrt(lam/gamma), dC/dlam = dD/dgamma = 1/(2 sqrt(lam gamma))."""
+    lambdas, gammas = np.linspace(1.0, 1.2, 3), np.linspace(4.0, 4.4, 3)
+    rows = [[FreeEnergyTerms(rate=0.0, distortion=(g / l) ** 0.5, classification=(l / g) ** 0.5, accuracy=1.0, n=1)
+             for g in gammas] for l in lambdas]
+    grid = SurfaceGrid(lambdas=lambdas, gammas=gammas, train=rows, val=rows)
+    check = lemma3_check(grid)
+    exact = 1 / (2 * np.sqrt(lambdas[1] * gammas[1]))
+    np.testing.assert_allclose(check.cross_dC_dlambda, [exact], rtol=2e-3)
+    np.testing.assert_allclose(check.cross_dD_dgamma, [exact], rtol=2e-3)
 
 
 def test_lemma3_flags_a_convex_free_energy():
@@ -87,8 +116,8 @@ def test_lemma3_flags_a_convex_free_energy():
     assert check.supporting_plane_violations == check.n_pairs  # every other model's plane is below F
     assert check.supporting_plane_max_rel_violation > 0
     assert check.hessian_negative_fraction == 0.0
-    # a quadratic: central differences are exact inside
-    np.testing.assert_allclose(check.dF_dlambda[1:-1], grid.array("distortion")[1:-1], rtol=1e-10)
+    # D = 2 lam increases: each secant (2 lam + h) lies above D at its left end, outside the bracket
+    assert check.lambda_secants_bracketed == 0 and check.gamma_secants_bracketed == 0
     assert lemma3_check(grid, tol=1e6).supporting_plane_violations == 0
 
 
@@ -281,6 +310,15 @@ def test_fixed_multiplier_control_is_the_process_without_its_steps(task, trained
     assert control.shape == (3,)
     np.testing.assert_array_equal(control, res.array("classification"))
     assert not np.all(control == control[0])  # the equilibrations did move C: the check is not vacuous
+    path = fixed_multiplier_path(trained, x, y, 0.5, 4.0, cfg, x_val=task.x[150:], y_val=task.y[150:],
+                                 eval_size=100)
+    np.testing.assert_array_equal(path.array("classification"), control)
+    np.testing.assert_array_equal(path.array("classification", "val"), res.array("classification", "val"))
+    C = path.array("classification", "val")
+    assert path.max_rel_change(split="val") == pytest.approx(np.max(np.abs(C - C[0])) / C[0])
+    assert path.noise(split="val") == pytest.approx(np.std(C[1:], ddof=1) / C[0])
+    with pytest.raises(ValueError, match="held-out"):
+        fixed_multiplier_path(trained, x, y, 0.5, 4.0, cfg, eval_size=100).array("classification", "val")
     with pytest.raises(ValueError, match="gamma"):
         fixed_multiplier_control(trained, x, y, 0.5, -1.0, cfg)
 

@@ -30,10 +30,12 @@ from .equilibrate import (
 from .finite_differences import Partials, central_differences, finite_difference_partials
 from .functionals import FreeEnergyTerms, classification, distortion, hamiltonian_loss, measure, rate
 from .iso_classification import (
+    FixedMultiplierPath,
     IsoClassificationConfig,
     IsoClassificationResult,
     first_law_check,
     fixed_multiplier_control,
+    fixed_multiplier_path,
     iso_c_max_rel_change,
     remark10_check,
 )
@@ -70,7 +72,8 @@ __all__ = [
     "rate", "EquilibrationConfig", "EquilibrationLog", "SCHEDULES", "Sampler", "array_sampler", "equilibrate",
     "eta", "train_equilibrium", "Lemma3Check", "SPLITS", "SurfaceGrid", "TERM_NAMES", "equilibrium_surface",
     "lemma3_check", "Partials", "central_differences", "finite_difference_partials", "IsoClassificationConfig",
-    "IsoClassificationResult", "first_law_check", "fixed_multiplier_control", "iso_c_max_rel_change",
+    "IsoClassificationResult", "FixedMultiplierPath", "first_law_check", "fixed_multiplier_control",
+    "fixed_multiplier_path", "iso_c_max_rel_change",
     "remark10_check", "INTERPOLATIONS", "IsoTransferConfig", "IsoTransferResult", "METHODS", "OT_SOLVERS",
     "TERMS", "T_DERIVATIVES", "TaskPath", "StepSolution", "c_max_rel_change", "solve_step", "transfer_budget",
     "transfer_partials", "BASELINE_CONFIG", "BaselineCurve", "finetune_baseline", "scratch_baseline"

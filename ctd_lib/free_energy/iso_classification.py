@@ -38,7 +38,7 @@ from .model import FreeEnergyModel
 from .surface import SPLITS, TERM_NAMES, _subset
 
 __all__ = [
-    "IsoClassificationConfig", "IsoClassificationResult", "first_law_check", "fixed_multiplier_control",
+    "FixedMultiplierPath", "IsoClassificationConfig", "IsoClassificationResult", "first_law_check", "fixed_multiplier_control", "fixed_multiplier_path",
     "iso_c_max_rel_change", "iso_classification", "remark10_check"
 ]
 
@@ -255,24 +255,81 @@ def first_law_check(result: IsoClassificationResult) -> float:
     return float(abs(np.sum(np.diff(R) + lam_mid * np.diff(D) + gam_mid * np.diff(C))) / denom)
 
 
-def fixed_multiplier_control(model: FreeEnergyModel, x, y, lam: float, gamma: float,
-                             config: IsoClassificationConfig | None = None, *,
-                             eval_size: int | None = None) -> np.ndarray:
-    r"""The classification loss under the equilibrations of :func:`iso_classification` at *fixed* multipliers.
+@dataclass(frozen=True)
+class FixedMultiplierPath:
+    r"""The functionals of a model under repeated equilibrations at *fixed* multipliers.
+
+    ``train[k]``, ``val[k]`` (:class:`~ctd_lib.free_energy.FreeEnergyTerms`) after
+    :math:`k` equilibrations (index 0: before any). A model at equilibrium only
+    fluctuates (SGD noise); one that is not drifts.
+    """
+
+    lam: float
+    gamma: float
+    train: list  # (steps+1) FreeEnergyTerms on the training data
+    val: list  # (steps+1) FreeEnergyTerms on the held-out data (empty without held-out data)
+
+    def array(self, name: str, split: str = "train") -> np.ndarray:
+        """(steps+1,) one functional: 'rate', 'distortion', 'classification' or 'accuracy'."""
+        check_choice("name", name, TERM_NAMES)
+        check_choice("split", split, SPLITS)
+        terms = self.train if split == "train" else self.val
+        if not terms:
+            raise ValueError("this control was run without held-out data (give x_val and y_val)")
+        return np.array([getattr(t, name) for t in terms], dtype=float)
+
+    def max_rel_change(self, name: str = "classification", split: str = "train") -> float:
+        r""":math:`\max_k |X_k - X_0| / |X_0|`: the drift of one functional at fixed multipliers."""
+        x = self.array(name, split)
+        return float(np.max(np.abs(x - x[0])) / abs(x[0]))
+
+    def noise(self, name: str = "classification", split: str = "train") -> float:
+        r"""Relative spread of one functional over the equilibrations, :math:`\mathrm{sd}(X_{1..K}) / |X_0|`.
+
+        Each equilibration has its own seed, so at equilibrium :math:`X_1, \dots, X_K`
+        are draws of the same SGD noise; this is the floor below which no change of
+        :math:`X` can be told from noise (nan with fewer than two equilibrations).
+        """
+        x = self.array(name, split)
+        return float(np.std(x[1:], ddof=1) / abs(x[0])) if len(x) > 2 else float("nan")
+
+
+def fixed_multiplier_path(model: FreeEnergyModel, x, y, lam: float, gamma: float,
+                          config: IsoClassificationConfig | None = None, *, x_val=None, y_val=None,
+                          eval_size: int | None = None) -> FixedMultiplierPath:
+    r"""The functionals under the equilibrations of :func:`iso_classification` at *fixed* multipliers.
 
     A copy of ``model`` is equilibrated ``config.steps`` times at (``lam``, ``gamma``)
     with exactly the equilibration of step :math:`k` of the process (same
-    configuration, seed ``equilibration.seed + k``) and measured the same way.
-    The result, :math:`C_0, \dots, C_{\text{steps}}` (steps + 1,), separates the
+    configuration, seed ``equilibration.seed + k``) and measured the same way, on
+    the training data and (if given) on ``x_val``, ``y_val``. This separates the
     drift of a model that is not quite at equilibrium from the effect of
     Eq. (31): an iso-classification path should follow it, not necessarily
-    :math:`C_0`.
+    :math:`C_0`; and at equilibrium the control itself should not move.
     """
     config, x_eval, y_eval, sampler = _prepare(config, x, y, eval_size, lam=lam, gamma=gamma)
+    has_val = x_val is not None or y_val is not None
+    if has_val:
+        xv, yv = _subset(x_val, y_val, eval_size, config.seed)
     model = copy.deepcopy(model)
-    out = [measure(model, x_eval, y_eval, n_z=config.n_z_measure, seed=config.seed).classification]
+    train, val = [], []
+
+    def record():
+        train.append(measure(model, x_eval, y_eval, n_z=config.n_z_measure, seed=config.seed))
+        if has_val:
+            val.append(measure(model, xv, yv, n_z=config.n_z_measure, seed=config.seed))
+
+    record()
     for k in range(config.steps):
         equilibrate(model, sampler, lam, gamma, replace(config.equilibration, seed=config.equilibration.seed + k),
                     show_progress=False)
-        out.append(measure(model, x_eval, y_eval, n_z=config.n_z_measure, seed=config.seed).classification)
-    return np.asarray(out)
+        record()
+    return FixedMultiplierPath(lam=float(lam), gamma=float(gamma), train=train, val=val)
+
+
+def fixed_multiplier_control(model: FreeEnergyModel, x, y, lam: float, gamma: float,
+                             config: IsoClassificationConfig | None = None, *,
+                             eval_size: int | None = None) -> np.ndarray:
+    r"""The training classification loss :math:`C_0, \dots, C_{\text{steps}}` (steps + 1,) of
+    :func:`fixed_multiplier_path` (the same equilibrations at fixed multipliers)."""
+    return fixed_multiplier_path(model, x, y, lam, gamma, config, eval_size=eval_size).array("classification")

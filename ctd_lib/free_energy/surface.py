@@ -18,9 +18,13 @@ The iso-classification process (Remark 7, Eq. 31) that walks on this surface is 
 
 Choices made where the paper is silent:
 
-* **Surface grid training.** Every grid point is trained from scratch from the
-  same initial weights and seed (or, with ``warm_start``, from the previous
-  grid point in raster order), and measured with the same noise seed.
+* **Surface grid training.** Every grid point is trained from the same initial
+  weights and seed: from scratch, from a common ``parent`` model, or (with
+  ``warm_start``) from the previous grid point in raster order; all are measured
+  with the same noise seed.
+* **Lemma 3's derivatives are tested by secant bracketing** (:func:`lemma3_check`),
+  which has no discretisation error, rather than by comparing finite differences
+  with :math:`D` and :math:`C` at one point.
 
 Reference: Y. Gao and P. Chaudhari, *A Free-Energy Principle for
 Representation Learning*, ICML 2020.
@@ -110,7 +114,8 @@ class SurfaceGrid:
 def equilibrium_surface(
     x, y, x_val, y_val, lambdas, gammas, *, model_config: FreeEnergyModelConfig | str,
     train_config: EquilibrationConfig, n_z_measure: int = 8, measure_size: int | None = None,
-    warm_start: bool = False, keep_models: bool = False, show_progress: bool | None = None,
+    warm_start: bool = False, parent: FreeEnergyModel | None = None, keep_models: bool = False,
+    show_progress: bool | None = None,
 ) -> SurfaceGrid:
     r"""Equilibrium functionals on a grid, the surface of Lemma 3 / Eq. (13) of [Gao & Chaudhari 2020].
 
@@ -122,7 +127,11 @@ def equilibrium_surface(
     One model per grid point, built from ``model_config`` (a config or a preset
     name, same seed everywhere) and trained with :func:`train_equilibrium` and
     ``train_config`` (same seed everywhere); with ``warm_start`` each point
-    starts from the previous one in raster order instead. Each model is measured
+    starts from the previous one in raster order instead, and with ``parent`` (a
+    model of ``model_config``'s architecture, e.g. one trained long at the
+    grid's centre) every point starts from a copy of it: an annealed
+    equilibration from a nearby equilibrium reaches the surface in far fewer
+    updates than training from scratch. Each model is measured
     on (a seeded subset of ``measure_size`` examples of) the training and
     held-out data with noise seed 0; ``keep_models`` keeps the trained models
     (:meth:`SurfaceGrid.model`), e.g. as starting points of
@@ -141,6 +150,14 @@ def equilibrium_surface(
     xm, ym = _subset(x, y, measure_size, train_config.seed)
     xv, yv = _subset(x_val, y_val, measure_size, train_config.seed)
     base = make_free_energy_model(model_config)  # validates model_config
+    if parent is not None:
+        if warm_start:
+            raise ValueError("warm_start=True and parent= are exclusive; give one way to start the grid's models")
+        if not isinstance(parent, FreeEnergyModel) or parent.config.to_dict() | {"seed": 0} != \
+                base.config.to_dict() | {"seed": 0}:
+            raise ValueError(f"parent={type(parent).__name__} is not valid; it must be a FreeEnergyModel of the "
+                             "architecture of model_config")
+        base = parent
     sampler = array_sampler(x, y)
     train: list[list[FreeEnergyTerms | None]] = [[None] * len(gammas) for _ in lambdas]
     val: list[list[FreeEnergyTerms | None]] = [[None] * len(gammas) for _ in lambdas]
@@ -157,7 +174,7 @@ def equilibrium_surface(
         if models is not None:
             models[i][j] = model
     config = {"model": base.config.to_dict(), "train": train_config.to_dict(), "n_z_measure": n_z_measure,
-              "measure_size": measure_size, "warm_start": bool(warm_start)}
+              "measure_size": measure_size, "warm_start": bool(warm_start), "parent": parent is not None}
     return SurfaceGrid(lambdas=lambdas, gammas=gammas, train=train, val=val, config=config,
                        wall_time=time.perf_counter() - t0, models=models)
 
@@ -169,24 +186,57 @@ def equilibrium_surface(
 
 @dataclass(frozen=True)
 class Lemma3Check:
-    """Numerical checks of Lemma 3 on a :class:`SurfaceGrid`."""
+    """Numerical checks of Lemma 3 on a :class:`SurfaceGrid` (see :func:`lemma3_check`)."""
 
     supporting_plane_violations: int  # pairs with F[k,l] > R_ij + lam_k D_ij + gamma_l C_ij + tol*|F[k,l]|
     supporting_plane_max_rel_violation: float  # max over pairs of (F[k,l] - plane) / |F[k,l]|, 0 if none
     n_pairs: int  # ordered pairs of distinct grid points checked
-    dF_dlambda: np.ndarray  # (a, b) finite differences of F along lambda (np.gradient)
-    dF_dgamma: np.ndarray  # (a, b) finite differences of F along gamma
-    dF_dlambda_vs_D_rel_err: float  # median over grid points of |dF/dlam - D| / |D|
-    dF_dgamma_vs_C_rel_err: float  # median over grid points of |dF/dgamma - C| / |C|
+    secant_lambda: np.ndarray  # (a-1, b) (F[i+1,j] - F[i,j]) / (lam_{i+1} - lam_i)
+    secant_gamma: np.ndarray  # (a, b-1) (F[i,j+1] - F[i,j]) / (gamma_{j+1} - gamma_j)
+    lambda_secants_bracketed: int  # secants with D[i+1,j] <= secant <= D[i,j] (within tol)
+    gamma_secants_bracketed: int  # secants with C[i,j+1] <= secant <= C[i,j] (within tol)
+    lambda_secant_max_rel_violation: float  # max distance of a secant outside [D[i+1,j], D[i,j]], / |secant|
+    gamma_secant_max_rel_violation: float  # the same for C
+    cross_dC_dlambda: np.ndarray  # (m,) central difference of C in lambda at interior points
+    cross_dD_dgamma: np.ndarray  # (m,) central difference of D in gamma at the same points
     hessian_eigenvalues: np.ndarray  # (m, 2) at interior points, ascending; concave => both <= 0
     hessian_negative_fraction: float  # fraction of interior points with both eigenvalues <= 0 (nan if none)
+
+    @property
+    def n_lambda_secants(self) -> int:
+        return int(self.secant_lambda.size)
+
+    @property
+    def n_gamma_secants(self) -> int:
+        return int(self.secant_gamma.size)
+
+    @property
+    def secants_bracketed(self) -> bool:
+        """Whether every secant lies between the derivatives at its two ends (D along lambda, C along gamma)."""
+        return (self.lambda_secants_bracketed == self.n_lambda_secants
+                and self.gamma_secants_bracketed == self.n_gamma_secants)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         for k, v in out.items():
             if isinstance(v, np.ndarray):
                 out[k] = v.tolist()
+        out.update(n_lambda_secants=self.n_lambda_secants, n_gamma_secants=self.n_gamma_secants)
         return out
+
+
+def _bracket_violation(secant: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Distance of each secant outside [lo, hi], relative to |secant| (0 inside)."""
+    out = np.maximum(secant - hi, 0.0) + np.maximum(lo - secant, 0.0)
+    return out / np.maximum(np.abs(secant), np.finfo(float).tiny)
+
+
+def rel_diff(a, b) -> np.ndarray:
+    r"""Symmetric relative difference :math:`|a - b| / \max(|a|, |b|)` (0 where both are 0)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    scale = np.maximum(np.abs(a), np.abs(b))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(scale > 0, np.abs(a - b) / np.where(scale > 0, scale, 1.0), 0.0)
 
 
 def _second_differences(F: np.ndarray, lam: np.ndarray, gam: np.ndarray) -> np.ndarray:
@@ -213,14 +263,34 @@ def lemma3_check(grid: SurfaceGrid, *, tol: float = 0.0) -> Lemma3Check:
 
     where :math:`(R_{ij}, D_{ij}, C_{ij})` are the training functionals of the
     model at grid point :math:`(i, j)` and :math:`F_{kl}` the free energy of the
-    model at :math:`(k, l)`. The first inequality is the definition of
-    :math:`F` as a minimum of affine functions (each model's plane lies above
-    :math:`F`): a violation means the model at :math:`(k, l)` is not at the
-    minimum (equilibration did not converge). Derivatives are ``np.gradient``
-    with the grid's spacing (second order inside, first order on the edges);
-    Hessians are central second differences at interior points. ``tol`` is a
-    relative slack for the plane inequality. Needs at least 2 values of each
-    multiplier (3 for any Hessian).
+    model at :math:`(k, l)`.
+
+    * **Supporting planes.** The first inequality is the definition of :math:`F` as
+      a minimum of affine functions (each model's plane lies above :math:`F`): a
+      violation means the model at :math:`(k, l)` is not at the minimum.
+    * **Secant bracketing** (the derivatives, without discretisation error). If
+      :math:`F` is concave with :math:`\partial_\lambda F = D`, then :math:`D` is
+      non-increasing in :math:`\lambda` and, by the mean-value theorem, every secant
+      lies between the derivatives at its ends:
+
+      .. math::
+
+          D_{i+1,j} \le \frac{F_{i+1,j} - F_{ij}}{\lambda_{i+1} - \lambda_i} \le D_{ij},
+          \qquad
+          C_{i,j+1} \le \frac{F_{i,j+1} - F_{ij}}{\gamma_{j+1} - \gamma_j} \le C_{ij}.
+
+      This holds on any grid, however coarse; a finite difference compared with
+      :math:`D` at one point (the test this replaces) carries an error of the order
+      of the step times the curvature.
+    * **Symmetry of the Hessian**, :math:`\partial_\lambda C = \partial_\gamma D`
+      (both are :math:`\partial^2 F/\partial\lambda\partial\gamma`): central
+      differences at interior points, returned for the caller to compare (on a
+      coarse grid they are secants over two steps; the iso-classification probes
+      give the local values).
+    * **Concavity**: Hessians by central second differences at interior points.
+
+    ``tol`` is a relative slack for the plane inequality and the brackets. Needs at
+    least 2 values of each multiplier (3 for any Hessian or cross difference).
     """
     check_nonnegative("tol", tol)
     lam, gam = np.asarray(grid.lambdas, float), np.asarray(grid.gammas, float)
@@ -237,10 +307,15 @@ def lemma3_check(grid: SurfaceGrid, *, tol: float = 0.0) -> Lemma3Check:
     off_diagonal = ~np.eye(a * b, dtype=bool).reshape(a, b, a, b)
     violations = int(np.sum((excess > tol) & off_diagonal))
     max_rel = float(max(0.0, np.max(np.where(off_diagonal, excess, -np.inf))))
-    dF_dl, dF_dg = np.gradient(F, lam, gam)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        err_d = float(np.median(np.abs(dF_dl - D) / np.abs(D)))
-        err_c = float(np.median(np.abs(dF_dg - C) / np.abs(C)))
+    sec_l = np.diff(F, axis=0) / np.diff(lam)[:, None]
+    sec_g = np.diff(F, axis=1) / np.diff(gam)[None, :]
+    viol_l = _bracket_violation(sec_l, D[:-1, :], D[1:, :])
+    viol_g = _bracket_violation(sec_g, C[:, :-1], C[:, 1:])
+    cross_c, cross_d = [], []
+    for i in range(1, a - 1):
+        for j in range(1, b - 1):
+            cross_c.append((C[i + 1, j] - C[i - 1, j]) / (lam[i + 1] - lam[i - 1]))
+            cross_d.append((D[i, j + 1] - D[i, j - 1]) / (gam[j + 1] - gam[j - 1]))
     hess = _second_differences(F, lam, gam)
     eig = np.linalg.eigvalsh(hess) if len(hess) else np.zeros((0, 2))
     # rounding: an eigenvalue within 1e-9 of the largest |eigenvalue| of 0 counts as <= 0
@@ -248,7 +323,9 @@ def lemma3_check(grid: SurfaceGrid, *, tol: float = 0.0) -> Lemma3Check:
     neg = float(np.mean(np.all(eig <= atol, axis=1))) if len(eig) else float("nan")
     return Lemma3Check(
         supporting_plane_violations=violations, supporting_plane_max_rel_violation=max_rel,
-        n_pairs=int(off_diagonal.sum()), dF_dlambda=dF_dl, dF_dgamma=dF_dg,
-        dF_dlambda_vs_D_rel_err=err_d, dF_dgamma_vs_C_rel_err=err_c,
+        n_pairs=int(off_diagonal.sum()), secant_lambda=sec_l, secant_gamma=sec_g,
+        lambda_secants_bracketed=int(np.sum(viol_l <= tol)), gamma_secants_bracketed=int(np.sum(viol_g <= tol)),
+        lambda_secant_max_rel_violation=float(viol_l.max()), gamma_secant_max_rel_violation=float(viol_g.max()),
+        cross_dC_dlambda=np.asarray(cross_c, float), cross_dD_dgamma=np.asarray(cross_d, float),
         hessian_eigenvalues=eig, hessian_negative_fraction=neg,
     )
