@@ -103,8 +103,8 @@
 #
 # Everything runs on a few thousand real MNIST digits {cite}`lecun1998gradient` (`n_per_class` per
 # digit) at sizes a CPU handles in minutes: a coarse grid and two iso-classification runs, about 5
-# minutes with one torch thread on a 2-core machine (283 s measured for the computations; the grid is
-# 76 s of it, the two runs with their controls most of the rest). Longer runs buy a smaller control
+# minutes with one torch thread on a 2-core machine (277 s measured for the computations; the grid is
+# 73 s of it, the two runs with their controls most of the rest). Longer runs buy a smaller control
 # drift (training $C$ falls slowly as the classifier memorises its digits) and smaller steps in
 # {eq}`equilibrium-eq-31`; both enter the claims below.
 # `params/paper/05_equilibrium_surface.yml` holds the paper's setting (the five $\gamma$ of Fig. 2,
@@ -133,7 +133,8 @@ dt = 1.0  # Euler step
 step_rel = 0.15  # each step rescaled so the larger relative change of lambda or gamma is this (None: plain Euler)
 fd_rel_lambda = 0.1  # finite-difference half-width relative to lambda
 fd_rel_gamma = 0.1
-fd_steps = 200  # equilibration of each finite-difference probe
+fd_steps = 300  # equilibration of each finite-difference probe (as long as the one after a step)
+iso_eval_size = 1000  # training digits the iso runs measure on (None: all; held-out: as many)
 equil_steps = 300  # T of the schedule eta(t) after each change
 peak_lr = 5e-4  # peak of eta(t); Sec. 5.1 uses 1.5e-3 (see the text)
 iso_c_tolerance = 0.05  # "C constant": relative change below this
@@ -161,7 +162,8 @@ config = EquilibriumSurfaceConfig(
     grid_start=grid_start, parent_point=parent_point, parent_steps=parent_steps, train_steps=train_steps, train_lr=train_lr, batch_size=batch_size, n_z=n_z, n_z_measure=n_z_measure,
     marginal=marginal, decoder=decoder, equilibrium_change=equilibrium_change, iso_starts=iso_starts,
     iso_steps=iso_steps, alpha=alpha, dt=dt, step_rel=step_rel, fd_rel_lambda=fd_rel_lambda,
-    fd_rel_gamma=fd_rel_gamma, fd_steps=fd_steps, equil_steps=equil_steps, peak_lr=peak_lr,
+    fd_rel_gamma=fd_rel_gamma, fd_steps=fd_steps, iso_eval_size=iso_eval_size, equil_steps=equil_steps,
+    peak_lr=peak_lr,
     iso_c_tolerance=iso_c_tolerance, derivative_tolerance=derivative_tolerance,
     symmetry_tolerance=symmetry_tolerance, seed=seed, threads=threads,
     scale=scale,
@@ -430,8 +432,11 @@ glue("lam_hi", result.lambda_range[1], display=False)
 # Lemma 3 makes it symmetric, $\partial C/\partial\lambda = \partial D/\partial\gamma$ (both are
 # $\partial^2F/\partial\lambda\partial\gamma$): the two estimates differ by at most
 # {glue:text}`symmetry_max:.1%`, against a tolerance of `symmetry_tolerance` = 25%, the precision of the
-# probes themselves (probes of 200 and 800 updates gave $\partial C/\partial\lambda$ = -0.30 and -0.25
-# at (0.25, 4), 17% apart). It is negative semi-definite at {glue:text}`n_probe_concave` probed steps.
+# probes themselves: on a model near equilibrium at (0.25, 4), probes of 200 and 800 updates gave
+# $\partial C/\partial\lambda$ = -0.30 and -0.25, 17% apart. The probes here are equilibrated as long as
+# the equilibration after each step (`fd_steps` = `equil_steps` = 300), so that the response they measure
+# is the one the step gets, and measured on `iso_eval_size` = 1,000 training digits with common random
+# numbers. The Hessian is negative semi-definite at {glue:text}`n_probe_concave` probed steps.
 #
 # **The direction (Fig. 2b).** The runs cover $\lambda$ from {glue:text}`lam_lo:.3g` to
 # {glue:text}`lam_hi:.3g`, the range of Fig. 2b (0.25 to 3.5). $\partial C/\partial\gamma$ was negative at

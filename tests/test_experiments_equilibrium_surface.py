@@ -134,10 +134,11 @@ def test_multipliers_rise_holds_and_fails():
 
 def test_hessian_symmetric_holds_and_fails():
     good = _claim(_result(), "hessian_symmetric")
-    assert good.holds and good.evidence == ("largest relative difference over 4 probed steps 10.0% (tolerance 25%); "
-                                            "on the grid's interior: -0.2 vs -0.21")
+    assert good.holds and good.evidence == ("largest relative difference over 4 probed steps 10.0% (tolerance 25%), "
+                                            "median 7.5%, within tolerance at 4 of 4; on the grid's interior: "
+                                            "-0.2 vs -0.21")
     bad = _claim(_result(iso=[_iso(), _iso(symmetry=np.array([0.05, 0.4]))]), "hessian_symmetric")
-    assert not bad.holds and "40.0%" in bad.evidence
+    assert not bad.holds and "40.0%" in bad.evidence and "within tolerance at 3 of 4" in bad.evidence
     assert not _claim(_result(symmetry_tolerance=0.08), "hessian_symmetric").holds
 
 
@@ -254,7 +255,7 @@ def test_parameters_are_plain_lists_and_contain_scale():
     [
         ("n_per_class", 0), ("n_val_per_class", -1), ("train_steps", 1.5), ("parent_steps", 0),
         ("grid_start", "parnet"), ("parent_point", [0.5]), ("parent_point", [[0.5, 4.0]]), ("parent_point", [0.0, 4.0]),
-        ("symmetry_tolerance", -0.1), ("batch_size", 0), ("n_z", 0),
+        ("symmetry_tolerance", -0.1), ("iso_eval_size", 0), ("fd_steps", -5), ("batch_size", 0), ("n_z", 0),
         ("n_z_measure", True), ("iso_steps", 0), ("fd_steps", 0), ("equil_steps", 0), ("threads", 0),
         ("train_lr", -1e-3), ("peak_lr", 0.0), ("dt", float("inf")), ("iso_c_tolerance", 0),
         ("derivative_tolerance", "0.1"), ("step_rel", 0.0), ("fd_rel_lambda", 0.0), ("fd_rel_gamma", 1.0),
