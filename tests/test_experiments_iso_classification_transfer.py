@@ -61,13 +61,47 @@ def _claim(result, cid):
 
 def test_claim_ids_and_sources():
     assert [c.id for c in claims(_result())] == ["transfer_c_constant", "isoc_matches_scratch", "finetune_starts_low"]
+    # with a control and the authors' controller, two more claims
+    assert [c.id for c in claims(_full_result())][3:] == ["source_at_equilibrium", "controller_holds_c"]
+
+
+def _full_result(*, control_val=(1.0, 1.02, 0.99), held=(True, True)):
+    import dataclasses
+
+    from ctd_lib.free_energy.iso_transfer import FixedMultiplierControl
+    from ctd_lib.free_energy.repeat_controller import ControllerStep
+    r = _result()
+    steps = [ControllerStep(gamma_start=8.0, gamma_end=12.0, repeats=1, updates=20, c_history=(2.2, 1.9), held=h,
+                            c_target=2.0) for h in held]
+    ctrl = dataclasses.replace(_transfer((2.0, 1.9, 1.95), [0.0, 0.5, 0.85]), controller=steps, n_updates=40)
+    vc = np.array(control_val)
+    control = FixedMultiplierControl(train_c=vc, val_c=vc, train_max_rel_change=float(np.max(np.abs(vc - vc[0]))),
+                                     val_max_rel_change=float(np.max(np.abs(vc - vc[0]))), n_updates=30)
+    return dataclasses.replace(r, transfers={**r.transfers, ("repeat_equilibration", "mixture"): ctrl},
+                               control=control)
+
+
+def test_source_at_equilibrium_and_controller_claims():
+    cs = {c.id: c for c in claims(_full_result())}
+    assert cs["source_at_equilibrium"].holds and "2.0%" in cs["source_at_equilibrium"].evidence
+    assert cs["controller_holds_c"].holds and "40 updates" in cs["controller_holds_c"].evidence
+    cs = {c.id: c for c in claims(_full_result(control_val=(1.0, 1.2, 1.0), held=(True, False)))}
+    assert not cs["source_at_equilibrium"].holds and not cs["controller_holds_c"].holds
+    # the controller is not one of the transfers judged by transfer_c_constant (it holds C <= C_0 by construction)
+    assert "repeat_equilibration" not in cs["transfer_c_constant"].evidence
+    assert "fixed-multiplier control: held-out 20.0%" in cs["transfer_c_constant"].evidence
+    m = metrics(_full_result())
+    assert m["controller[repeat_equilibration/mixture]"]["updates"] == 40
+    assert m["controller[repeat_equilibration/mixture]"]["n_repeats"] == 2
+    assert m["control_c_max_rel_change_val"] == pytest.approx(0.02)
 
 
 def test_transfer_c_constant():
     c = _claim(_result(), "transfer_c_constant")  # largest change 0.1 / 2 = 5% < 10%
     assert c.holds
-    assert c.evidence == ("geodesic/mixture: max relative change 2.5%; geodesic/ot: max relative change 5.0%; "
-                          "heuristic/mixture: max relative change 0.0% (tolerance 10%)")
+    assert c.evidence == ("geodesic/mixture: max relative change held-out 2.5%, training 2.5%; geodesic/ot: max "
+                          "relative change held-out 5.0%, training 5.0%; heuristic/mixture: max relative change "
+                          "held-out 0.0%, training 0.0% (tolerance 10%)")
     assert c.statement == "C stays at its starting value during iso-classification transfer"
     assert c.source == "Seed 004, Sec. 4.2-4.3, Sec. 5.2"
     # any one transfer past the tolerance fails it; the tolerance is the result's
@@ -109,7 +143,10 @@ def test_metrics_keys_and_values():
         assert f"c_max_rel_change[{key}]" in m and f"final_acc[{key}]" in m and f"fallbacks[{key}]" in m
     assert m["fallbacks[heuristic/mixture]"] == 2 and m["final_acc[geodesic/ot]"] == 0.8
     path = m["paths"]["geodesic/mixture"]
-    assert set(path) == {"t", "lam", "gamma", "rate", "distortion", "classification", "target_accuracy"}
+    assert set(path) == {"t", "lam", "gamma", "rate", "distortion", "classification", "target_accuracy",
+                         "classification_val", "raw_ce_train", "raw_ce_val", "label_entropy_val"}
+    eq30 = m["eq30[geodesic/mixture]"]
+    assert eq30["n_clipped_updates"] == 0 and eq30["slope"] == 1.0 and eq30["one_plus_k_lambda0"] == 1.25
     assert path["gamma"] == [8.0, 9.0, 10.0] and path["rate"] == pytest.approx([3.0, 3.02, 3.05], rel=1e-15)
     assert list(m["paths"]) == ["geodesic/mixture", "geodesic/ot", "heuristic/mixture"]
 
@@ -122,9 +159,12 @@ def test_defaults_parameters_and_transfer_keys(tmp_path):
     p = cfg.parameters()
     assert p["scale"] == "smoke" and p["interpolations"] == ["ot", "mixture"] and p["data_root"] == str(tmp_path)
     assert set(p) == set(Config.__dataclass_fields__)
-    assert cfg.transfer_keys() == [("geodesic", "ot"), ("geodesic", "mixture"), ("heuristic", "ot")]
-    t = cfg.transfer_config("heuristic", "ot")
-    assert (t.steps, t.fd_equilibration.steps, t.equilibration.steps, t.max_rel_change) == (8, 30, 400, 1.0)
+    assert cfg.transfer_keys() == [("geodesic", "ot"), ("geodesic", "mixture"), ("repeat_equilibration", "ot")]
+    t = cfg.transfer_config("geodesic", "ot")
+    assert (t.steps, t.fd_equilibration.steps, t.equilibration.steps, t.max_rel_change) == (25, 24, 100, 1.0)
+    assert (t.eq30_reading, t.slope_rule, t.c_measure) == ("derived", "endpoints_clamped", "excess")
+    both = Config(methods=["heuristic", "repeat_equilibration"]).transfer_keys()
+    assert both[2:] == [("heuristic", "mixture"), ("repeat_equilibration", "mixture")]
     assert cfg.baseline_config(66).steps == 66 and cfg.baseline_config(66).schedule == "cosine"
 
 
@@ -134,6 +174,9 @@ def test_defaults_parameters_and_transfer_keys(tmp_path):
     ("interpolations", []), ("interpolations", "mixture"), ("interpolations", ["linear"]),
     ("interpolations", ["ot", "ot"]),
     ("n_per_class", 0), ("n_val_per_class", 2.5), ("source_steps", -1), ("batch_size", True), ("transfer_steps", 0),
+    ("transfer_steps", 1), ("eq30_reading", "derivd"), ("slope_rule", "endpoint"), ("c_measure", "exces"),
+    ("methods", ["repeat"]), ("methods", "heuristic"), ("controller_max_repeats", -1),
+    ("controller_gamma_factor", 1.0), ("slope_margin", 0.0), ("eval_size", 0), ("probe_check_factor", 0),
     ("fd_steps", 0), ("equil_steps", 0), ("threads", 0),
     ("lam0", -1.0), ("gamma0", 0.0), ("train_lr", float("nan")), ("peak_lr", 0.0), ("max_condition", -1.0),
     ("max_rel_change", 0.0), ("c_tolerance", 0.0), ("scratch_margin", -0.1),

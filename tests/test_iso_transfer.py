@@ -98,7 +98,9 @@ def test_result_shapes_times_and_bounds(source_model, tasks, interpolation):
     assert r.c_max_rel_change == pytest.approx(np.max(np.abs(c - c[0])) / c[0], rel=1e-12)
     assert IT.c_max_rel_change(r, split="val") == r.max_rel_change("classification", "val")
     assert r.config["budget"] == transfer_budget(IsoTransferConfig(**{**TINY, "interpolation": interpolation}))
-    assert r.slope is not None and np.isfinite(r.slope) and r.config["slope_from"] == "endpoints"
+    assert r.slope is not None and np.isfinite(r.slope) and r.config["slope_from"].startswith("endpoints")
+    assert 1 + r.slope * 0.25 >= 0.5 - 1e-12  # the clamped endpoint rule (slope_margin 0.5)
+    assert r.n_updates == r.config["budget"]  # every update counted
     # the caller's model is untouched (the transfer works on a copy)
     assert r.model is not source_model
 
@@ -189,8 +191,13 @@ def test_trust_region_and_floor_clip_and_count(source_model, tasks, monkeypatch)
     np.testing.assert_allclose(r.lam, [0.25, 0.25 / 1.5, 0.25 / 2.25], rtol=1e-12)
     assert r.n_clips == 4
     r = _run(source_model, tasks, method="heuristic", lambda_rate=-100.0, min_multiplier=0.2)
-    np.testing.assert_allclose(r.lam, [0.25, 0.2, 0.2], rtol=1e-12)  # 0.25 / 1.5 < 0.2: floored, counted too
-    assert r.n_clips == 6
+    np.testing.assert_allclose(r.lam, [0.25, 0.2, 0.2], rtol=1e-12)  # 0.25 / 1.5 < 0.2: floored
+    assert r.n_clips == 4  # one count per clipped multiplier update, whether trust region, floor or both
+    # the count is the number of updates whose applied rate differs from the unclipped solution
+    changed = sum(int(not np.isclose(a, u, rtol=1e-12, atol=0)) for s in r.systems
+                  for a, u in zip(s.applied, s.solution))
+    assert r.n_clipped_updates == r.n_clips == changed
+    np.testing.assert_allclose(r.unclipped_rates[:, 0], [-100.0, -100.0])  # the solution before the clip
 
 
 # ---------------------------------------------------------------- the linear system
@@ -199,7 +206,7 @@ def test_trust_region_and_floor_clip_and_count(source_model, tasks, monkeypatch)
 def test_geodesic_solution_satisfies_eq30():
     p = _partials()
     k, lam = -0.7, 0.4
-    s = solve_step(p, lam, method="geodesic", slope=k)
+    s = solve_step(p, lam, method="geodesic", slope=k, reading="fixed_multipliers")
     A = np.array([[p.dD_dlambda, p.dD_dgamma], [p.dC_dlambda, p.dC_dgamma]])
     b = np.array([k * p.dR_dt / (1 + k * lam) - p.dD_dt, -p.dC_dt])
     np.testing.assert_allclose(A @ s.solution, b, rtol=1e-12, atol=1e-12)
@@ -209,19 +216,49 @@ def test_geodesic_solution_satisfies_eq30():
     assert p.dC_dlambda * s.solution[0] + p.dC_dgamma * s.solution[1] + p.dC_dt == pytest.approx(0, abs=1e-12)
 
 
+@pytest.mark.parametrize("gamma", [0.0, 8.0, 25.0])
+def test_derived_reading_puts_dR_dt_at_fixed_D_and_C_in_row_1(gamma):
+    """Sec. 4.3: R-dot = -lam D-dot + dR/dt|_{D,C}; with dR/dD = -lam, dR/dC = -gamma (Eq. 29) that partial is
+    R_t + lam D_t + gamma C_t of the partials at fixed multipliers."""
+    p = _partials()
+    k, lam = -0.7, 0.4
+    s = solve_step(p, lam, method="geodesic", slope=k, gamma=gamma)
+    rho = p.dR_dt + lam * p.dD_dt + gamma * p.dC_dt
+    assert s.reading == "derived" and s.rate_partial == pytest.approx(rho, rel=1e-14)
+    np.testing.assert_allclose(s.rhs, [k * rho / (1 + k * lam) - p.dD_dt, -p.dC_dt], rtol=1e-12)
+    A = np.array([[p.dD_dlambda, p.dD_dgamma], [p.dC_dlambda, p.dC_dgamma]])
+    np.testing.assert_allclose(A @ s.solution, s.rhs, rtol=1e-12, atol=1e-12)
+    fixed = solve_step(p, lam, method="geodesic", slope=k, gamma=gamma, reading="fixed_multipliers")
+    assert fixed.rate_partial == p.dR_dt
+    # the two readings differ unless lam D_t + gamma C_t = 0 (here D_t = 2, C_t = 0.5: never)
+    assert not np.allclose(fixed.solution, s.solution)
+    with pytest.raises(ValueError, match="gamma"):
+        solve_step(p, lam, method="geodesic", slope=k)
+    with pytest.raises(ValueError, match="reading"):
+        solve_step(p, lam, method="geodesic", slope=k, gamma=gamma, reading="derivd")
+
+
+def test_min_denominator_falls_back_near_the_singular_slope():
+    # 1 + k lam = 1 - 0.97 = 0.03 < 0.05: Eq. (30) would divide by ~0
+    s = solve_step(_partials(), 0.5, method="geodesic", slope=-1.94, gamma=8.0, min_denominator=0.05)
+    assert s.method_used == "heuristic-fallback" and "min_denominator" in s.reason
+    s = solve_step(_partials(), 0.5, method="geodesic", slope=-1.94, gamma=8.0, min_denominator=0.01)
+    assert s.method_used == "geodesic"
+
+
 def test_geodesic_fallbacks():
-    s = solve_step(_partials(), 0.5, method="geodesic", slope=-2.0)  # 1 + k lambda = 0
+    s = solve_step(_partials(), 0.5, method="geodesic", slope=-2.0, gamma=8.0)  # 1 + k lambda = 0
     assert s.method_used == "heuristic-fallback" and "1 + k lambda" in s.reason
-    s = solve_step(_partials(), 0.5, method="geodesic", slope=1.0, max_condition=1.0)  # every matrix has cond >= 1
+    s = solve_step(_partials(), 0.5, method="geodesic", slope=1.0, max_condition=1.0, gamma=8.0)  # every matrix has cond >= 1
     assert s.method_used == "heuristic-fallback" and "max_condition" in s.reason
     assert s.solution[0] == 0 and s.solution[1] == pytest.approx(-0.5 / -0.05)
-    s = solve_step(_partials(dC_dgamma=float("nan")), 0.5, method="geodesic", slope=1.0)
+    s = solve_step(_partials(dC_dgamma=float("nan")), 0.5, method="geodesic", slope=1.0, gamma=8.0)
     assert s.method_used == "hold" and np.array_equal(s.solution, [0.0, 0.0])
 
 
 
 def test_step_solution_is_typed_and_needs_the_t_partials():
-    s = solve_step(_partials(), 0.4, method="geodesic", slope=-0.7)
+    s = solve_step(_partials(), 0.4, method="geodesic", slope=-0.7, gamma=8.0)
     assert isinstance(s, StepSolution) and s.partials is None and s.clips == 0
     assert (s.lam_dot, s.gamma_dot) == (float(s.solution[0]), float(s.solution[1]))
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -314,8 +351,8 @@ def test_mnist_shared_head():
     tv = make_task("mnist10k-5-9", "test", n_per_class=2)
     assert src.num_classes == tgt.num_classes == 10
     model = make_free_energy_model("mnist", hidden=16, latent=4)
-    r = iso_transfer(model, src, tgt, sv, tv, 0.25, 8.0, IsoTransferConfig(**{**TINY, "steps": 1}))
-    assert r.t.tolist() == [0.0, 1.0] and np.isfinite(r.free_energy).all()
+    r = iso_transfer(model, src, tgt, sv, tv, 0.25, 8.0, IsoTransferConfig(**TINY))
+    assert r.t.tolist() == [0.0, 0.5, 1.0] and np.isfinite(r.free_energy).all()
 
 
 # ---------------------------------------------------------------- validation
@@ -324,6 +361,17 @@ def test_mnist_shared_head():
 def test_bad_inputs_raise_naming_the_argument(source_model, tasks):
     with pytest.raises(ValueError, match="steps"):
         IsoTransferConfig(steps=0)
+    with pytest.raises(ValueError, match="steps"):
+        IsoTransferConfig(steps=1)  # a step count in t below 2
+    for name, value in [("eq30_reading", "derivd"), ("slope_rule", "endpoint"), ("c_measure", "exces"),
+                        ("method", "repeat"), ("controller_max_repeats", -1), ("controller_gamma_factor", 1.0),
+                        ("controller_tolerance", -0.1), ("slope_margin", 0.0), ("slope_margin", 1.5),
+                        ("min_denominator", 0.0)]:
+        with pytest.raises(ValueError, match=name) as err:
+            IsoTransferConfig(**{name: value})
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="steps"):
+        EquilibrationConfig(steps=0)  # a non-positive probe length
     with pytest.raises(ValueError, match="method"):
         IsoTransferConfig(method="straight")
     with pytest.raises(ValueError, match="interpolation"):
@@ -431,9 +479,103 @@ def test_cifar10_vehicles_to_animals_conv(cifar10_root, interpolation):
     assert src.num_classes == tgt.num_classes == 4 and src.input_shape == (3, 32, 32)
     model = make_free_energy_model("mnist", encoder="conv", input_shape=(3, 32, 32), num_classes=4, hidden=16,
                                    latent=4)
-    cfg = IsoTransferConfig(**{**TINY, "steps": 1, "interpolation": interpolation, "method": "heuristic",
+    cfg = IsoTransferConfig(**{**TINY, "steps": 2, "interpolation": interpolation, "method": "heuristic",
                                "lambda_rate": -1.5, "fd_equilibration": EquilibrationConfig(steps=2, batch_size=8),
                                "equilibration": EquilibrationConfig(steps=3, batch_size=8)})
     r = iso_transfer(model, src, tgt, sv, tv, 4.0, 100.0, cfg)  # the paper's (lambda, gamma) = (4, 100)
-    assert r.t.tolist() == [0.0, 1.0] and np.isfinite(r.free_energy).all()
+    assert r.t.tolist() == [0.0, 0.5, 1.0] and np.isfinite(r.free_energy).all()
     assert np.isfinite(r.lam).all() and np.isfinite(r.gamma).all() and (r.target_accuracy >= 0).all()
+
+
+# ---------------------------------------------------------------- soft labels, the controller, the control
+
+
+def test_excess_cross_entropy_is_nonnegative_and_zero_for_a_perfect_soft_prediction():
+    """CE(y, q) - H(y) = KL(y || q) >= 0, with equality at q = y (Remark 11's labels)."""
+    g = torch.Generator().manual_seed(0)
+    for t in (0.0, 0.3, 0.5, 1.0):
+        a, b = torch.randint(0, 4, (50,), generator=g), torch.randint(0, 4, (50,), generator=g)
+        y = (1 - t) * torch.nn.functional.one_hot(a, 4).double() + t * torch.nn.functional.one_hot(b, 4).double()
+        q = torch.softmax(torch.randn(50, 4, generator=g, dtype=torch.float64), 1)
+        ce = float(-(y * torch.log(q)).sum(1).mean())
+        assert ce - IT.label_entropy(y) >= 0
+        perfect = float(-(torch.where(y > 0, y * torch.log(y.clamp_min(1e-300)), torch.zeros_like(y))).sum(1).mean())
+        assert perfect - IT.label_entropy(y) == pytest.approx(0.0, abs=1e-12)
+    # two distinct classes at t = 1/2: ln 2
+    y = torch.tensor([[0.5, 0.5, 0.0, 0.0]])
+    assert IT.label_entropy(y) == pytest.approx(np.log(2), rel=1e-12)
+    assert IT.label_entropy(torch.tensor([0, 1])) == 0.0
+
+
+def test_ot_transfer_records_the_label_entropy_and_raw_ce(source_model, tasks):
+    r = _run(source_model, tasks, interpolation="ot")
+    h = r.label_entropy_val
+    assert h[0] == 0.0 and h[-1] == 0.0 and h[1] > 0.1  # soft labels in the middle (t = 1/2)
+    np.testing.assert_allclose(r.raw_classification("val"), r.array("classification", "val") + h, rtol=1e-12)
+    raw = _run(source_model, tasks, interpolation="ot", c_measure="raw")
+    np.testing.assert_allclose(raw.array("classification", "val")[0], r.array("classification", "val")[0],
+                               rtol=1e-12)  # at t = 0 the labels are hard: the two measures agree
+
+
+@pytest.mark.parametrize("max_repeats", [0, 2])
+def test_controller_stops_at_c0_or_its_maximum_and_counts_updates(source_model, tasks, max_repeats):
+    r = _run(source_model, tasks, method="repeat_equilibration", controller_max_repeats=max_repeats,
+             controller_gamma_factor=2.0)
+    assert len(r.controller) == 2 and r.systems == [] and np.all(r.lam == 0.25)
+    c0 = r.array("classification", "val")[0]
+    for k, s in enumerate(r.controller):
+        assert s.repeats <= max_repeats and len(s.c_history) == 1 + s.repeats
+        assert s.held == (s.c_history[-1] <= c0)
+        assert s.repeats == max_repeats or s.held  # it stops only when C <= C_0 or at its maximum
+        assert all(c > c0 for c in s.c_history[:-1])  # it repeats only while C > C_0
+        assert s.gamma_end == pytest.approx(s.gamma_start * 2.0 ** s.repeats)
+        assert s.c_history[-1] == pytest.approx(r.array("classification", "val")[k + 1], rel=1e-12)
+    assert r.n_updates == sum((1 + s.repeats) * 20 for s in r.controller)
+    assert r.n_updates <= transfer_budget(IsoTransferConfig(**{**TINY, "method": "repeat_equilibration",
+                                                               "controller_max_repeats": max_repeats}))
+
+
+def test_controller_repeats_when_c_rises(source_model, tasks, monkeypatch):
+    """A C that only falls below C_0 after two raises of gamma: the controller takes exactly two repeats."""
+    from ctd_lib.free_energy import repeat_controller as RC
+    calls = []
+    vals = iter([5.0, 4.0, 0.1])
+    out = RC.repeat_until_held(copy.deepcopy(source_model), IT.TaskPath("mixture", tasks["source"], tasks["target"],
+                               IsoTransferConfig(**TINY)).batch_sampler(0.5), 0.25, 8.0, 1.0,
+                               lambda: calls.append(1) or next(vals), EquilibrationConfig(steps=5),
+                               gamma_factor=1.5, max_repeats=3, tolerance=0.0, gamma_max=1e4, seed=0)
+    assert (out.repeats, out.updates, out.held) == (2, 15, True) and out.gamma_end == pytest.approx(18.0)
+    vals = iter([5.0, 4.0, 3.0, 2.0])
+    out = RC.repeat_until_held(copy.deepcopy(source_model), IT.TaskPath("mixture", tasks["source"], tasks["target"],
+                               IsoTransferConfig(**TINY)).batch_sampler(0.5), 0.25, 8.0, 1.0, lambda: next(vals),
+                               EquilibrationConfig(steps=5), gamma_factor=1.5, max_repeats=3, tolerance=0.0,
+                               gamma_max=10.0, seed=0)
+    assert (out.repeats, out.held, out.gamma_end) == (3, False, 10.0)  # stopped at its maximum; gamma capped
+    assert out.finite
+    vals = iter([5.0, float("nan"), 0.1])
+    out = RC.repeat_until_held(copy.deepcopy(source_model), IT.TaskPath("mixture", tasks["source"], tasks["target"],
+                               IsoTransferConfig(**TINY)).batch_sampler(0.5), 0.25, 8.0, 1.0, lambda: next(vals),
+                               EquilibrationConfig(steps=5), gamma_factor=1.5, max_repeats=3, tolerance=0.0,
+                               gamma_max=1e4, seed=0)
+    assert (out.repeats, out.held, out.finite) == (1, False, False)  # a diverged model ends the loop at once
+
+
+def test_endpoint_slope_clamp_keeps_one_plus_k_lambda_away_from_zero(source_model, tasks, monkeypatch):
+    monkeypatch.setattr(IT, "_endpoint_slope", lambda *a, **k: (-9.8, "endpoints"))
+    with pytest.warns(RuntimeWarning, match="slope_margin"):
+        r = _run(source_model, tasks)
+    assert r.slope_endpoint == -9.8 and 1 + r.slope * 0.25 == pytest.approx(0.5)
+    assert r.config["slope_from"] == "endpoints-clamped"
+    raw = _run(source_model, tasks, slope_rule="endpoints")
+    assert raw.slope == -9.8 and 1 + raw.slope * 0.25 < 0  # the endpoint rule as measured: past -1/lambda
+
+
+def test_fixed_multiplier_control_and_probe_check(source_model, tasks):
+    cfg = IsoTransferConfig(**TINY)
+    c = IT.fixed_multiplier_control(source_model, tasks["source"], tasks["source_val"], 0.25, 8.0, cfg)
+    assert c.val_c.shape == (3,) and c.n_updates == 40
+    assert c.val_max_rel_change == pytest.approx(np.max(np.abs(c.val_c - c.val_c[0])) / c.val_c[0])
+    pc = IT.probe_length_check(source_model, tasks["source"], tasks["target"], 0.25, 8.0, cfg, factor=2)
+    assert pc.long.dC_dt != pc.short.dC_dt and set(pc.rel_diff) == {"dC_dt", "dR_dt", "dD_dt", "rate_partial"}
+    with pytest.raises(ValueError, match="factor"):
+        IT.probe_length_check(source_model, tasks["source"], tasks["target"], 0.25, 8.0, cfg, factor=0)

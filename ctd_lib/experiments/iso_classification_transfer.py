@@ -47,6 +47,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,12 +56,18 @@ from ..data import DATASETS, TASKS, Task, fetch_mnist10k, make_task
 from ..free_energy.equilibrate import EquilibrationConfig, array_sampler, train_equilibrium
 from ..free_energy.functionals import FreeEnergyTerms, measure
 from ..free_energy.iso_transfer import (
+    C_MEASURES,
+    EQ30_READINGS,
     INTERPOLATIONS,
+    SLOPE_RULES,
     T_DERIVATIVES,
+    FixedMultiplierControl,
     IsoTransferConfig,
     IsoTransferResult,
+    ProbeLengthCheck,
+    fixed_multiplier_control,
     iso_transfer,
-    transfer_budget,
+    probe_length_check,
 )
 from ..free_energy.model import PRESETS, make_free_energy_model
 from ..free_energy.transfer_baselines import BaselineCurve, finetune_baseline, scratch_baseline
@@ -70,6 +77,7 @@ __all__ = ["ENCODERS", "HEADS", "IsoClassificationTransferConfig", "IsoClassific
            "claims", "make_tasks", "metrics", "run"]
 
 HEADS = ("disjoint", "shared")
+EXTRA_METHODS = ("heuristic", "repeat_equilibration")  # run on the first interpolation beside Eq. (30)
 ENCODERS = ("mlp", "conv")
 
 
@@ -92,18 +100,31 @@ class IsoClassificationTransferConfig:
     encoder: str = "mlp"  # "mlp" or "conv"
     lam0: float = 0.25  # starting multipliers
     gamma0: float = 8.0
-    source_steps: int = 1500  # training on the source from scratch
+    source_steps: int = 6000  # training on the source from scratch (cosine annealed to 0)
     train_lr: float = 1e-3
     batch_size: int = 64
-    transfer_steps: int = 8  # steps in t
+    transfer_steps: int = 25  # steps in t (>= 2; the authors' code uses 25)
     interpolations: tuple = ("mixture", "ot")  # Eq. (23) and Eq. (37); the first is the main one
+    methods: tuple = ("repeat_equilibration",)  # beside Eq. (30), on the first interpolation: "heuristic" (Eq. 38),
+    #   "repeat_equilibration" (the authors' controller)
+    eq30_reading: str = "derived"  # row 1 of Eq. (30): "derived" (R_t + lam D_t + gamma C_t) or "fixed_multipliers"
     slope: float | None = None  # k of Eq. (30); None: the straight line from the source to the target equilibrium
+    slope_rule: str = "endpoints_clamped"  # slope=None: "endpoints" as measured, or clamped so 1 + k lam0 >= margin
+    slope_margin: float = 0.5  # the clamp's margin, in (0, 1]
+    min_denominator: float = 0.05  # a step with |1 + k lambda| below this falls back to Eq. (38)
+    c_measure: str = "excess"  # soft labels (OT): "excess": C = CE - H(y); "raw": CE
+    controller_gamma_factor: float = 1.5  # the authors' controller: gamma *= this per repeated equilibration
+    controller_max_repeats: int = 3  # ... at most this many repeats per step
+    controller_tolerance: float = 0.0  # ... until held-out C <= C_0 (1 + this)
+    eval_size: int = 400  # fixed evaluation examples (pairs) per task for the functionals
+    n_z_measure: int = 4  # encoder samples per input when measuring
+    probe_check_factor: int = 3  # the probe-length check: partials of step 1 with this many times longer probes
     lambda_rate: float = 0.0  # the constant lambda-dot of the heuristic (Eq. 38)
     fd_rel_lambda: float = 0.1  # central finite-difference half-widths, relative, in (0, 1)
     fd_rel_gamma: float = 0.1
-    fd_steps: int = 30  # short equilibration of each finite-difference probe
-    equil_steps: int = 400  # equilibration after each step
-    peak_lr: float = 3e-3  # peak of eta(t); Sec. 5.1 uses 1.5e-3 with longer equilibration
+    fd_steps: int = 24  # short equilibration of each finite-difference probe
+    equil_steps: int = 100  # equilibration after each step
+    peak_lr: float = 1.5e-3  # peak of eta(t), the value of Sec. 5.1
     t_derivative: str = "equilibrate"  # "equilibrate" or "frozen" (ctd_lib.free_energy.iso_transfer)
     max_condition: float = 1e6  # above this condition number of Eq. (30)'s matrix, fall back
     max_rel_change: float = 1.0  # trust region: a step changes lambda and gamma by at most a factor 1 + this
@@ -120,6 +141,20 @@ class IsoClassificationTransferConfig:
         check_choice("encoder", self.encoder, ENCODERS)
         check_choice("head", self.head, HEADS)
         check_choice("t_derivative", self.t_derivative, T_DERIVATIVES)
+        check_choice("eq30_reading", self.eq30_reading, EQ30_READINGS)
+        check_choice("slope_rule", self.slope_rule, SLOPE_RULES)
+        check_choice("c_measure", self.c_measure, C_MEASURES)
+        if isinstance(self.transfer_steps, int) and not isinstance(self.transfer_steps, bool) \
+                and 0 < self.transfer_steps < 2:
+            raise ValueError(f"transfer_steps={self.transfer_steps!r} is not valid; it must be an integer >= 2")
+        methods = self.methods
+        if isinstance(methods, str) or not isinstance(methods, (list, tuple)):
+            raise ValueError(f"methods={methods!r} is not valid; it must list some of " + ", ".join(EXTRA_METHODS))
+        for m in methods:
+            check_choice("methods", m, EXTRA_METHODS)
+        if len(set(methods)) != len(methods):
+            raise ValueError(f"methods={methods!r} is not valid; each method may be listed once")
+        object.__setattr__(self, "methods", tuple(methods))
         interps = self.interpolations
         if isinstance(interps, str) or not isinstance(interps, (list, tuple)) or not interps:
             raise ValueError(f"interpolations={interps!r} is not valid; it must list at least one of "
@@ -131,7 +166,7 @@ class IsoClassificationTransferConfig:
                              "may be listed once")
         object.__setattr__(self, "interpolations", tuple(interps))
         for name in ("n_per_class", "n_val_per_class", "source_steps", "batch_size", "transfer_steps", "fd_steps",
-                     "equil_steps", "threads"):
+                     "equil_steps", "threads", "eval_size", "n_z_measure", "probe_check_factor"):
             check_positive(name, getattr(self, name), integer=True)
         for name in ("lam0", "gamma0", "train_lr", "peak_lr", "fd_rel_lambda", "fd_rel_gamma", "max_condition",
                      "c_tolerance", "scratch_margin", "max_rel_change"):
@@ -167,6 +202,7 @@ class IsoClassificationTransferConfig:
         """The plain dict recorded in the results' provenance (``interpolations`` as a list, as in the notebook)."""
         out = {name: getattr(self, name) for name in self.__dataclass_fields__}
         out["interpolations"] = list(self.interpolations)
+        out["methods"] = list(self.methods)
         out["data_root"] = str(self.data_root)
         return out
 
@@ -194,13 +230,18 @@ class IsoClassificationTransferConfig:
                                  fd_rel_gamma=self.fd_rel_gamma, t_derivative=self.t_derivative,
                                  fd_equilibration=self.fd_config(), equilibration=self.equil_config(),
                                  max_condition=self.max_condition, max_rel_change=self.max_rel_change,
-                                 seed=self.seed)
+                                 eq30_reading=self.eq30_reading, slope_rule=self.slope_rule,
+                                 slope_margin=self.slope_margin, min_denominator=self.min_denominator,
+                                 c_measure=self.c_measure, controller_gamma_factor=self.controller_gamma_factor,
+                                 controller_max_repeats=self.controller_max_repeats,
+                                 controller_tolerance=self.controller_tolerance, eval_size=self.eval_size,
+                                 n_z_measure=self.n_z_measure, seed=self.seed)
 
     def transfer_keys(self) -> list[tuple[str, str]]:
         """(method, interpolation) of every transfer, in order: the geodesic for each interpolation (the first
-        is the main one), then the heuristic on the first interpolation."""
+        is the main one), then each of ``methods`` on the first interpolation."""
         keys = [("geodesic", i) for i in self.interpolations]
-        return keys + [("heuristic", self.interpolations[0])]
+        return keys + [(m, self.interpolations[0]) for m in self.methods]
 
     def baseline_config(self, budget: int) -> EquilibrationConfig:
         """The baselines' optimiser: cosine annealing from ``train_lr`` over ``budget`` updates."""
@@ -240,6 +281,10 @@ class IsoClassificationTransferResult:
     n_source, n_target : training examples of the source and target.
     num_classes : outputs of the one head.
     source_model : the source model at :math:`(\lambda_0, \gamma_0)`.
+    control : the fixed-multiplier control (:func:`~ctd_lib.free_energy.iso_transfer.fixed_multiplier_control`).
+    probe_check : the main transfer's first-step partials with longer probes
+        (:func:`~ctd_lib.free_energy.iso_transfer.probe_length_check`).
+    source_train_terms : the source model on the source's training set.
     """
 
     source_terms: FreeEnergyTerms
@@ -254,6 +299,9 @@ class IsoClassificationTransferResult:
     n_target: int = 0
     num_classes: int = 0
     source_model: nn.Module | None = field(default=None, repr=False)
+    control: FixedMultiplierControl | None = None
+    probe_check: ProbeLengthCheck | None = None
+    source_train_terms: FreeEnergyTerms | None = None
 
     @property
     def main(self) -> IsoTransferResult:
@@ -261,9 +309,19 @@ class IsoClassificationTransferResult:
         return self.transfers[self.main_key]
 
     @property
+    def eq30_keys(self) -> list:
+        """The transfers that solve for the multipliers (Eq. 30 or 38): all but the authors' controller."""
+        return [k for k in self.transfers if k[0] != "repeat_equilibration"]
+
+    @property
     def c_change(self) -> float:
-        r""":math:`\max` over the transfers of :math:`\max_k |C_k - C_0| / C_0` (training functionals)."""
-        return max(r.c_max_rel_change for r in self.transfers.values())
+        r""":math:`\max` over the Eq. (30)/(38) transfers of :math:`\max_k |C_k - C_0| / C_0` (held-out)."""
+        return max(self.transfers[k].max_rel_change("classification", "val") for k in self.eq30_keys)
+
+    @property
+    def c_change_train(self) -> float:
+        r"""The same on the training functionals."""
+        return max(self.transfers[k].c_max_rel_change for k in self.eq30_keys)
 
 
 # ----------------------------------------------------------------------------
@@ -317,14 +375,20 @@ def run(config: IsoClassificationTransferConfig) -> IsoClassificationTransferRes
         train_equilibrium(src_model, array_sampler(tasks.source.x, tasks.source.y), config.lam0, config.gamma0,
                           config.train_config())
         src_terms = measure(src_model, tasks.source_val.x, tasks.source_val.y, seed=config.seed)
+        src_train_terms = measure(src_model, tasks.source.x, tasks.source.y, seed=config.seed)
+        main_key = ("geodesic", config.interpolations[0])
+        main_cfg = config.transfer_config(*main_key)
+        control = fixed_multiplier_control(src_model, tasks.source, tasks.source_val, config.lam0, config.gamma0,
+                                           main_cfg)
+        probe_check = probe_length_check(src_model, tasks.source, tasks.target, config.lam0, config.gamma0, main_cfg,
+                                         factor=config.probe_check_factor)
 
         transfers = {}
         for method, interp in config.transfer_keys():
             transfers[(method, interp)] = iso_transfer(src_model, tasks.source, tasks.target, tasks.source_val,
                                                        tasks.target_val, config.lam0, config.gamma0,
                                                        config.transfer_config(method, interp))
-        main_key = ("geodesic", config.interpolations[0])
-        budget = transfer_budget(config.transfer_config(*main_key))
+        budget = int(transfers[main_key].n_updates)  # the main transfer's updates, the slope's included
 
         base_config = config.baseline_config(budget)
         eval_every = max(1, budget // 20)
@@ -336,7 +400,7 @@ def run(config: IsoClassificationTransferConfig) -> IsoClassificationTransferRes
         source_terms=src_terms, transfers=transfers, main_key=main_key, budget=int(budget), finetune=finetune,
         scratch=scratch, c_tolerance=config.c_tolerance, scratch_margin=config.scratch_margin,
         n_source=len(tasks.source.y), n_target=len(tasks.target.y), num_classes=tasks.num_classes,
-        source_model=src_model,
+        source_model=src_model, control=control, probe_check=probe_check, source_train_terms=src_train_terms,
     )
 
 
@@ -348,8 +412,9 @@ def run(config: IsoClassificationTransferConfig) -> IsoClassificationTransferRes
 def metrics(result: IsoClassificationTransferResult) -> dict:
     """The chapter's recorded metrics: accuracies, the largest change of C, budget, fallbacks and every path."""
     results, main, scratch, finetune = result.transfers, result.main, result.scratch, result.finetune
-    return {
+    out = {
         "transfer_c_max_rel_change": float(result.c_change),
+        "transfer_c_max_rel_change_train": float(result.c_change_train),
         "final_acc_isoc": float(main.target_accuracy[-1]),
         "final_acc_scratch": float(scratch.final_accuracy),
         "final_acc_finetune": float(finetune.final_accuracy),
@@ -358,33 +423,92 @@ def metrics(result: IsoClassificationTransferResult) -> dict:
         **{f"c_max_rel_change[{m}/{i}]": float(r.c_max_rel_change) for (m, i), r in results.items()},
         **{f"final_acc[{m}/{i}]": float(r.target_accuracy[-1]) for (m, i), r in results.items()},
         **{f"fallbacks[{m}/{i}]": int(r.n_fallbacks) for (m, i), r in results.items()},
+        **{f"c_max_rel_change_val[{m}/{i}]": float(r.max_rel_change("classification", "val"))
+           for (m, i), r in results.items()},
+        **{f"updates[{m}/{i}]": int(r.n_updates) for (m, i), r in results.items()},
         "paths": {f"{m}/{i}": dict(t=r.t.tolist(), lam=r.lam.tolist(), gamma=r.gamma.tolist(),
                                    rate=r.array("rate").tolist(), distortion=r.array("distortion").tolist(),
                                    classification=r.array("classification").tolist(),
-                                   target_accuracy=r.target_accuracy.tolist()) for (m, i), r in results.items()},
+                                   target_accuracy=r.target_accuracy.tolist(),
+                                   classification_val=r.array("classification", "val").tolist(),
+                                   raw_ce_train=r.raw_classification("train").tolist(),
+                                   raw_ce_val=r.raw_classification("val").tolist(),
+                                   label_entropy_val=[float(h) for h in (r.label_entropy_val
+                                                                         if r.label_entropy_val is not None else [])])
+                  for (m, i), r in results.items()},
     }
+    for (m, i), r in results.items():
+        key = f"{m}/{i}"
+        if m == "repeat_equilibration":
+            out[f"controller[{key}]"] = dict(
+                repeats=[s.repeats for s in r.controller], held=[s.held for s in r.controller],
+                n_steps_not_held=int(sum(not s.held for s in r.controller)),
+                n_repeats=int(sum(s.repeats for s in r.controller)), updates=int(r.n_updates),
+                gamma_final=float(r.gamma[-1]), c_target=float(r.controller[0].c_target) if r.controller else None)
+            continue
+        rates = r.unclipped_rates
+        out[f"eq30[{key}]"] = dict(
+            reading=r.config.get("eq30_reading"), slope_rule=r.config.get("slope_rule"),
+            slope_from=r.config.get("slope_from"), slope=r.slope, slope_endpoint=r.slope_endpoint,
+            one_plus_k_lambda0=(1 + r.slope * r.lam[0]) if r.slope is not None else None,
+            one_plus_k_lambda0_endpoint=(1 + r.slope_endpoint * r.lam[0]) if r.slope_endpoint is not None else None,
+            min_abs_one_plus_k_lambda=(float(np.min(np.abs(1 + r.slope * r.lam[:-1]))) if r.slope is not None
+                                       else None),
+            lam_dot_unclipped=rates[:, 0].tolist(), gamma_dot_unclipped=rates[:, 1].tolist(),
+            lam_dot_applied=[float(s.applied[0]) for s in r.systems if s.applied is not None],
+            gamma_dot_applied=[float(s.applied[1]) for s in r.systems if s.applied is not None],
+            rate_partial=[float(s.rate_partial) for s in r.systems],
+            dR_dt_fixed_multipliers=[float(s.partials.dR_dt) for s in r.systems
+                                     if s.partials is not None and s.partials.dR_dt is not None],
+            n_clipped_updates=int(r.n_clipped_updates), n_multiplier_updates=2 * len(r.systems),
+            method_used=[s.method_used for s in r.systems])
+    if result.control is not None:
+        c = result.control
+        out["control_c_max_rel_change_val"] = float(c.val_max_rel_change)
+        out["control_c_max_rel_change_train"] = float(c.train_max_rel_change)
+        out["control"] = dict(train_c=c.train_c.tolist(), val_c=c.val_c.tolist(), updates=int(c.n_updates))
+    if result.probe_check is not None:
+        pc = result.probe_check
+        out["probe_check"] = dict(factor=pc.factor, rel_diff=pc.rel_diff,
+                                  short=dict(dR_dt=pc.short.dR_dt, dD_dt=pc.short.dD_dt, dC_dt=pc.short.dC_dt),
+                                  long=dict(dR_dt=pc.long.dR_dt, dD_dt=pc.long.dD_dt, dC_dt=pc.long.dC_dt))
+    if result.source_train_terms is not None:
+        out["source_c_train"] = float(result.source_train_terms.classification)
+    out["source_c_val"] = float(result.source_terms.classification)
+    return out
 
 
 def claims(result: IsoClassificationTransferResult) -> list[Claim]:
-    r"""The chapter's three claims (Sec. 4.2-4.3 and Sec. 5.2, Fig. 5b of seed 004).
+    r"""The chapter's claims (Sec. 4.2-4.3 and Sec. 5.2, Fig. 5b of seed 004; the authors' code).
 
-    * ``transfer_c_constant``: :math:`\max_k |C_k - C_0|/C_0` over every transfer is below ``c_tolerance``;
+    * ``transfer_c_constant``: :math:`\max_k |C_k - C_0|/C_0` on held-out data, over every transfer that
+      solves for the multipliers (Eq. 30 or 38), is below ``c_tolerance`` (training C and the
+      fixed-multiplier control in the evidence);
     * ``isoc_matches_scratch``: the main transfer's final target accuracy is at least the scratch
       baseline's minus ``scratch_margin``;
-    * ``finetune_starts_low``: fine-tuning starts more than 50 points below that final accuracy.
+    * ``finetune_starts_low``: fine-tuning starts more than 50 points below that final accuracy;
+    * ``source_at_equilibrium`` (when a control was run): the fixed-multiplier control moves held-out
+      :math:`C` by less than ``c_tolerance``, so that changes of :math:`C` during the transfers can be
+      told from the equilibrations' own drift;
+    * ``controller_holds_c`` (when the authors' controller ran): it ends every step with held-out
+      :math:`C \le C_0(1 + \tau)` within its maximum of repeats.
     """
     results, main, scratch, finetune = result.transfers, result.main, result.scratch, result.finetune
     c_change = result.c_change
     acc_isoc = float(main.target_accuracy[-1])
     c_tolerance, scratch_margin = result.c_tolerance, result.scratch_margin
     first = result.main_key[1]
-    return [
+    control = result.control
+    control_txt = (f"; fixed-multiplier control: held-out {control.val_max_rel_change:.1%}, training "
+                   f"{control.train_max_rel_change:.1%}" if control is not None else "")
+    found = [
         Claim(id="transfer_c_constant",
               statement="C stays at its starting value during iso-classification transfer",
               source="Seed 004, Sec. 4.2-4.3, Sec. 5.2", holds=bool(c_change < c_tolerance),
-              evidence="; ".join(f"{m}/{i}: max relative change {r.c_max_rel_change:.1%}"
-                                 for (m, i), r in results.items())
-                       + f" (tolerance {c_tolerance:.0%})"),
+              evidence="; ".join(f"{m}/{i}: max relative change held-out "
+                                 f"{results[(m, i)].max_rel_change('classification', 'val'):.1%}, training "
+                                 f"{results[(m, i)].c_max_rel_change:.1%}" for (m, i) in result.eq30_keys)
+                       + control_txt + f" (tolerance {c_tolerance:.0%})"),
         Claim(id="isoc_matches_scratch",
               statement="Final target accuracy of iso-classification transfer matches training from scratch",
               source="Seed 004, Sec. 5.2 (Fig. 5b)", holds=bool(acc_isoc >= scratch.final_accuracy - scratch_margin),
@@ -396,3 +520,33 @@ def claims(result: IsoClassificationTransferResult) -> list[Claim]:
               evidence=f"fine-tuning starts at {finetune.initial_accuracy:.1%}; iso-classification transfer keeps "
                        f"{min(float(main.val_accuracy.min()), 1.0):.1%} or more on the interpolated task"),
     ]
+    if control is not None:
+        found.append(Claim(
+            id="source_at_equilibrium",
+            statement="The source model is at equilibrium: the transfer's equilibrations at fixed multipliers "
+                      "on the source keep held-out C",
+            source="Seed 004, Sec. 4.2 (quasi-static transfer starts on the equilibrium surface)",
+            holds=bool(control.val_max_rel_change < c_tolerance),
+            evidence=f"held-out C moves by at most {control.val_max_rel_change:.1%} (training "
+                     f"{control.train_max_rel_change:.1%}) over {control.n_updates} updates "
+                     f"(tolerance {c_tolerance:.0%})"))
+    for (m, i), r in results.items():
+        if m != "repeat_equilibration":
+            continue
+        not_held = sum(not s.held for s in r.controller)
+        diverged = [k for k, s in enumerate(r.controller) if not s.finite]
+        diverged_txt = (f"; the model diverged (non-finite held-out C) at step {diverged[0] + 1}, gamma "
+                        f"{r.controller[diverged[0]].gamma_end:.3g}" if diverged else "")
+        found.append(Claim(
+            id="controller_holds_c",
+            statement="The authors' controller (repeat equilibration, raising gamma) keeps held-out C <= C_0",
+            source="Seed 004 authors' code (README: 25 mixing steps, gamma raised when the loss rises)",
+            holds=bool(not_held == 0),
+            evidence=f"{m}/{i}: {len(r.controller) - not_held} of {len(r.controller)} steps end at or below "
+                     f"C_0 (1 + tol) = {r.controller[0].c_target:.3f} after "
+                     f"{sum(s.repeats for s in r.controller)} repeats ({r.n_updates} updates); gamma "
+                     f"{r.gamma[0]:.3g} -> {r.gamma[-1]:.3g}; held-out C max relative change "
+                     f"{r.max_rel_change('classification', 'val'):.1%}, final target accuracy "
+                     f"{r.target_accuracy[-1]:.1%}{diverged_txt}" if r.controller else f"{m}/{i}: no steps"))
+        break
+    return found

@@ -28,8 +28,23 @@ straight line, :math:`\dot D = k \dot R`, which gives the linear system
     \begin{pmatrix} \partial_\lambda D & \partial_\gamma D \\
                     \partial_\lambda C & \partial_\gamma C \end{pmatrix}
     \begin{pmatrix} \dot\lambda \\ \dot\gamma \end{pmatrix} =
-    \begin{pmatrix} \dfrac{k\, \partial_t R}{1 + k\lambda} - \partial_t D \\
+    \begin{pmatrix} \dfrac{k\, \partial_t R|_{D, C}}{1 + k\lambda} - \partial_t D \\
                     -\partial_t C \end{pmatrix}  \qquad \text{(30)}
+
+Sec. 4.3 derives row 1 from :math:`\dot R = -\lambda \dot D + \partial R/\partial t`, with
+:math:`R` a function of :math:`(D, C, t)` on the equilibrium surface, so its
+:math:`\partial R/\partial t` is taken **at fixed** :math:`D` **and** :math:`C`. The finite
+differences give the partials at fixed multipliers, :math:`R_t, D_t, C_t`; since
+:math:`\partial R/\partial D = -\lambda` and :math:`\partial R/\partial C = -\gamma` on the surface
+(Eq. 29), the chain rule gives
+
+.. math::
+
+    \partial_t R|_{D, C} = R_t + \lambda D_t + \gamma C_t
+    \qquad (\texttt{eq30\_reading="derived"}, \text{the default}),
+
+while ``eq30_reading="fixed_multipliers"`` puts :math:`R_t` itself in row 1 (the
+literal symbol of Eq. 30, and this module's reading before).
 
 and the heuristic of Appendix G fixes :math:`\dot\lambda` and takes
 :math:`\dot\gamma` from the second row alone,
@@ -81,6 +96,29 @@ Choices where the paper is silent, each a field of :class:`IsoTransferConfig`:
   :math:`1 + k\lambda \approx 0`, the step uses (38) with :math:`\dot\lambda = 0`;
   when :math:`\partial_\gamma C \approx 0` as well, the multipliers are kept.
   Every fallback warns (``RuntimeWarning``) and is logged and counted.
+* **The slope rule** (``slope_rule``): ``"endpoints"`` takes the endpoint :math:`k` as it is;
+  ``"endpoints_clamped"`` (the default) raises it to at least :math:`(m - 1)/\lambda_0`, with
+  :math:`m` = ``slope_margin``, so that :math:`1 + k\lambda_0 \ge m`. At :math:`k = -1/\lambda`
+  the line is tangent to the iso-:math:`C` rate-distortion curve of the current task
+  (:math:`dD/dR = -1/\lambda` by Eq. 29) and row 1 of (30) asks for an infinite :math:`\dot D`;
+  the clamp keeps :math:`k` on the side of that singular value that holds :math:`k = 0`
+  (constant distortion). A step whose :math:`|1 + k\lambda_k|` < ``min_denominator`` falls back.
+  The endpoint :math:`k` and :math:`1 + k\lambda_0` are recorded either way.
+* **Soft labels** (``"ot"``): with Remark 11's labels the cross-entropy is at least the label
+  entropy :math:`H(y) = -\sum_c y_c \log y_c` (:math:`\ln 2` at :math:`t = 1/2` for two distinct
+  classes), which no model can go below. With ``c_measure="excess"`` (the default) :math:`C` is
+  the excess :math:`\mathrm{CE} - H(y)`, the KL divergence from the soft label to the
+  prediction, which is 0 for a perfect prediction; :math:`H(y)` does not depend on
+  :math:`\theta`, so the equilibrations are unchanged, only what is held constant. The raw CE
+  is :math:`C + H(y)`, and :math:`H(y)` is recorded at every :math:`t_k`. Hard labels have
+  :math:`H(y) = 0`.
+* **The authors' controller** (``method="repeat_equilibration"``, the README's "transfer 0-4 to
+  5-9 in 25 mixing steps with a heuristic that raises gamma when the loss rises"; see
+  :mod:`ctd_lib.free_energy.repeat_controller`): no partials; after each equilibration, while
+  held-out :math:`C > C_0 (1 + \text{controller\_tolerance})` and fewer than
+  ``controller_max_repeats`` repeats were taken, :math:`\gamma \leftarrow
+  \min(\text{controller\_gamma\_factor}\cdot\gamma, \text{controller\_gamma\_max})` and
+  the equilibration is repeated; :math:`\lambda` stays at :math:`\lambda_0`.
 * **Trust region**: with :math:`m` = ``max_rel_change``, each step keeps
   :math:`\lambda_{k+1} \in [\lambda_k/(1+m), (1+m)\lambda_k]` and likewise
   :math:`\gamma` (each component clipped on its own): an increase by at most the
@@ -95,6 +133,7 @@ alone, given :func:`transfer_budget` mini-batch updates.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 import warnings
@@ -118,14 +157,19 @@ from .equilibrate import EquilibrationConfig, equilibrate
 from .finite_differences import Partials, central_differences
 from .functionals import FreeEnergyTerms, measure
 from .model import FreeEnergyModel
+from .repeat_controller import repeat_until_held
 
 __all__ = [
-    "INTERPOLATIONS", "IsoTransferConfig", "IsoTransferResult", "METHODS", "OT_SOLVERS", "StepSolution", "TERMS",
+    "C_MEASURES", "EQ30_READINGS", "INTERPOLATIONS", "IsoTransferConfig", "SLOPE_RULES", "IsoTransferResult", "METHODS", "OT_SOLVERS", "StepSolution", "TERMS",
     "T_DERIVATIVES", "TaskPath", "TransferPartials", "c_max_rel_change", "iso_transfer", "solve_step",
+    "fixed_multiplier_control", "FixedMultiplierControl", "ProbeLengthCheck", "label_entropy", "probe_length_check",
     "transfer_budget", "transfer_partials"
 ]
 
-METHODS = ("geodesic", "heuristic")
+METHODS = ("geodesic", "heuristic", "repeat_equilibration")
+EQ30_READINGS = ("derived", "fixed_multipliers")
+SLOPE_RULES = ("endpoints_clamped", "endpoints")
+C_MEASURES = ("excess", "raw")
 INTERPOLATIONS = ("mixture", "ot")
 T_DERIVATIVES = ("equilibrate", "frozen")
 OT_SOLVERS = ("exact", "block")
@@ -137,8 +181,19 @@ _TINY = 1e-12  # |dC/dgamma| <= _TINY * max(1, |entries|) counts as zero; so doe
 class IsoTransferConfig:
     """Configuration of :func:`iso_transfer`."""
 
-    steps: int = 10  # transfer steps; t_k = k / steps
-    method: str = "geodesic"  # "geodesic": Eq. (30) of Sec. 4.3; "heuristic": Eq. (38) of Appendix G
+    steps: int = 10  # transfer steps; t_k = k / steps (at least 2)
+    method: str = "geodesic"  # "geodesic": Eq. (30) of Sec. 4.3; "heuristic": Eq. (38) of Appendix G;
+    #   "repeat_equilibration": the authors' controller (repeat equilibrations, raising gamma, until held-out C <= C_0)
+    eq30_reading: str = "derived"  # row 1 of Eq. (30): "derived": dR/dt|_{D,C} = R_t + lam D_t + gamma C_t;
+    #   "fixed_multipliers": R_t at fixed (lambda, gamma)
+    slope_rule: str = "endpoints_clamped"  # slope=None: "endpoints" as measured, or clamped to 1 + k lam0 >= margin
+    slope_margin: float = 0.5  # the clamp's margin m: 1 + k lam0 >= m (in (0, 1])
+    min_denominator: float = 0.05  # a geodesic step with |1 + k lambda_k| below this falls back to Eq. (38)
+    c_measure: str = "excess"  # soft labels (OT): "excess": C = CE - H(y) (Remark 11's floor removed); "raw": CE
+    controller_gamma_factor: float = 1.5  # the authors' controller: gamma *= this per repeat (> 1)
+    controller_max_repeats: int = 3  # ... at most this many repeated equilibrations per step (>= 0)
+    controller_tolerance: float = 0.0  # ... until held-out C <= C_0 (1 + this) (>= 0)
+    controller_gamma_max: float = 1e4  # ... gamma never above this
     interpolation: str = "mixture"  # "mixture": Eq. (23), labels kept; "ot": Eq. (37), labels interpolated (Remark 11)
     slope: float | None = None  # k = dD/dR of Eq. (30); None: from source and target equilibria at (lam0, gamma0)
     lambda_rate: float = 0.0  # the constant lambda-dot of the heuristic, Eq. (38) (the paper's CIFAR run: -1.5)
@@ -158,8 +213,25 @@ class IsoTransferConfig:
     seed: int = 0  # seeds evaluation subsets, pairs, probes and equilibrations
 
     def __post_init__(self):
-        check_positive("steps", self.steps, integer=True)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 2:
+            raise ValueError(f"steps={self.steps!r} is not valid; it must be an integer >= 2 (a finite difference "
+                             "in t needs at least two steps)")
         check_choice("method", self.method, METHODS)
+        check_choice("eq30_reading", self.eq30_reading, EQ30_READINGS)
+        check_choice("slope_rule", self.slope_rule, SLOPE_RULES)
+        check_choice("c_measure", self.c_measure, C_MEASURES)
+        check_positive("slope_margin", self.slope_margin)
+        if self.slope_margin > 1:
+            raise ValueError(f"slope_margin={self.slope_margin!r} is not valid; it must be in (0, 1]")
+        check_positive("min_denominator", self.min_denominator)
+        check_positive("controller_gamma_factor", self.controller_gamma_factor)
+        if not self.controller_gamma_factor > 1:
+            raise ValueError(f"controller_gamma_factor={self.controller_gamma_factor!r} is not valid; it must be > 1")
+        check_count("controller_max_repeats", self.controller_max_repeats)
+        _check_finite("controller_tolerance", self.controller_tolerance)
+        if self.controller_tolerance < 0:
+            raise ValueError(f"controller_tolerance={self.controller_tolerance!r} is not valid; it must be >= 0")
+        check_positive("controller_gamma_max", self.controller_gamma_max)
         check_choice("interpolation", self.interpolation, INTERPOLATIONS)
         check_choice("t_derivative", self.t_derivative, T_DERIVATIVES)
         check_choice("ot_solver", self.ot_solver, OT_SOLVERS)
@@ -202,7 +274,9 @@ def _check_finite(name: str, value) -> float:
 def transfer_budget(config: IsoTransferConfig) -> int:
     """Mini-batch updates :func:`iso_transfer` takes with ``config``: probes, equilibrations and the slope's.
 
-    Per step: four probes in :math:`(\\lambda, \\gamma)`, two more in :math:`t` when
+    With ``method="repeat_equilibration"``: at most ``steps * equilibration.steps *
+    (1 + controller_max_repeats)`` (the number taken is the result's ``n_updates``).
+    Otherwise, per step: four probes in :math:`(\\lambda, \\gamma)`, two more in :math:`t` when
     ``t_derivative="equilibrate"``, each of ``fd_equilibration.steps`` updates,
     and one equilibration of ``equilibration.steps``; plus one equilibration on the
     target when the geodesic's slope is estimated (``slope=None``).
@@ -213,6 +287,8 @@ def transfer_budget(config: IsoTransferConfig) -> int:
     """
     if not isinstance(config, IsoTransferConfig):
         raise ValueError(f"config must be an IsoTransferConfig; got {type(config).__name__}")
+    if config.method == "repeat_equilibration":  # the most the authors' controller can take
+        return config.steps * config.equilibration.steps * (1 + config.controller_max_repeats)
     probes = 4 + (2 if config.t_derivative == "equilibrate" else 0)
     per_step = probes * config.fd_equilibration.steps + config.equilibration.steps
     slope = _slope_equilibration(config).steps if (config.method == "geodesic" and config.slope is None) else 0
@@ -231,6 +307,22 @@ def _slope_equilibration(config: IsoTransferConfig) -> EquilibrationConfig:
 def _subset(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """``min(n, size)`` sorted indices drawn without replacement (all of them when n <= size)."""
     return np.arange(n) if n <= size else np.sort(rng.choice(n, size=size, replace=False))
+
+
+def label_entropy(y: torch.Tensor) -> float:
+    r"""Mean entropy of soft labels, :math:`\bar H = \frac1n \sum_i -\sum_c y_{ic} \log y_{ic}` (:math:`0 \log 0 = 0`).
+
+    The floor of the cross-entropy with Remark 11's soft labels: for any prediction
+    :math:`q`, :math:`-\sum_c y_c \log q_c = H(y) + \mathrm{KL}(y \| q) \ge H(y)`.
+    ``y`` (n, C) float rows summing to 1, or (n,) int labels (entropy 0).
+
+    >>> round(label_entropy(torch.tensor([[0.5, 0.5], [1.0, 0.0]])), 6)  # (ln 2 + 0) / 2
+    0.346574
+    """
+    if y.dim() == 1:
+        return 0.0
+    y = y.double()
+    return float(-(torch.where(y > 0, y * torch.log(y.clamp_min(1e-300)), torch.zeros_like(y))).sum(1).mean())
 
 
 def _one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -304,6 +396,7 @@ class TaskPath:
         device = torch.device(device)
         rng = np.random.default_rng(cfg.seed) if rng is None else rng
         self.kind, self.C, self.device = interpolation, source.num_classes, device
+        self.c_measure = cfg.c_measure
         kind = interpolation
         xs, ys, xt, yt = source.x.to(device), source.y.to(device), target.x.to(device), target.y.to(device)
         self.sampler: Callable[..., Any] | None = None  # draws training batches of p_t (train=True)
@@ -357,14 +450,27 @@ class TaskPath:
 
         return sample
 
+    def label_entropy(self, t: float) -> float:
+        """:math:`H(y)` of the evaluation labels at ``t`` (0 for the mixture's hard labels); see :func:`label_entropy`."""
+        return 0.0 if self.kind == "mixture" else label_entropy(self.eval_data(t)[1])
+
     def terms(self, model: FreeEnergyModel, t: float, *, n_z: int, seed: int) -> FreeEnergyTerms:
-        """The functionals at time ``t`` on the fixed evaluation data."""
+        r"""The functionals at time ``t`` on the fixed evaluation data.
+
+        With soft labels ("ot") and ``c_measure="excess"`` the classification entry is the
+        excess cross-entropy :math:`\mathrm{CE} - H(y)` (Remark 11; the raw CE is that plus
+        :meth:`label_entropy`).
+        """
         if self.kind == "mixture":
             assert self.src is not None  # set for the mixture
             a = measure(model, *self.src, n_z=n_z, seed=seed)
             b = measure(model, *self.tgt, n_z=n_z, seed=seed)
             return FreeEnergyTerms.mix(a, b, t)
-        return measure(model, *self.eval_data(t), n_z=n_z, seed=seed)
+        x, y = self.eval_data(t)
+        raw = measure(model, x, y, n_z=n_z, seed=seed)
+        if self.c_measure == "raw":
+            return raw
+        return replace(raw, classification=raw.classification - label_entropy(y))
 
     def target_terms(self, model: FreeEnergyModel, *, n_z: int, seed: int) -> FreeEnergyTerms:
         """The functionals on the target's evaluation set alone (its accuracy is the transfer's goal)."""
@@ -441,6 +547,12 @@ class StepSolution:
         system (set by :func:`iso_transfer` in its ``systems``; None from :func:`solve_step`).
     clips : how many of :math:`\lambda, \gamma` the trust region or the floor clipped
         after this step (set by :func:`iso_transfer`; 0 from :func:`solve_step`).
+    reading : the reading of row 1 of Eq. (30) ("derived" or "fixed_multipliers").
+    rate_partial : the :math:`\partial R/\partial t` put in row 1: :math:`R_t + \lambda D_t + \gamma C_t`
+        ("derived") or :math:`R_t` ("fixed_multipliers").
+    applied : (2,) the rates :math:`(\Delta\lambda, \Delta\gamma)/\Delta t` actually taken after the
+        trust region and the floor (set by :func:`iso_transfer`; None from :func:`solve_step`);
+        ``solution`` is the unclipped one.
     """
 
     matrix: np.ndarray
@@ -451,6 +563,9 @@ class StepSolution:
     reason: str | None = None
     partials: Partials | None = field(default=None, repr=False)
     clips: int = 0
+    reading: str = "derived"
+    rate_partial: float = float("nan")
+    applied: np.ndarray | None = None
 
     @property
     def lam_dot(self) -> float:
@@ -464,19 +579,26 @@ class StepSolution:
 
 
 def solve_step(p: Partials, lam: float, *, method: str, slope: float | None, lambda_rate: float = 0.0,
-               max_condition: float = 1e6) -> StepSolution:
+               max_condition: float = 1e6, gamma: float | None = None, reading: str = "derived",
+               min_denominator: float = _TINY) -> StepSolution:
     r"""The rates :math:`(\dot\lambda, \dot\gamma)` of one step, by Eq. (30) or Eq. (38), with fallbacks.
 
     .. math::
 
         A = \begin{pmatrix} \partial_\lambda D & \partial_\gamma D \\ \partial_\lambda C & \partial_\gamma C \end{pmatrix},
-        \qquad b = \begin{pmatrix} k\,\partial_t R / (1 + k\lambda) - \partial_t D \\ -\partial_t C \end{pmatrix};
+        \qquad b = \begin{pmatrix} k\,\rho / (1 + k\lambda) - D_t \\ -C_t \end{pmatrix},
+        \qquad \rho = \begin{cases} R_t + \lambda D_t + \gamma C_t & \text{reading="derived"} \\
+                                  R_t & \text{reading="fixed\_multipliers"} \end{cases}
+
+    where :math:`R_t, D_t, C_t` are the partials in :math:`t` at fixed multipliers (``p``) and
+    :math:`\rho` is Sec. 4.3's :math:`\partial R/\partial t` at fixed :math:`D, C` (derived) or
+    Eq. (30)'s symbol read at fixed multipliers; ``gamma`` is needed for "derived".
 
     "geodesic" solves :math:`A (\dot\lambda, \dot\gamma)^\top = b` (Eq. 30);
     "heuristic" sets :math:`\dot\lambda` = ``lambda_rate`` and
     :math:`\dot\gamma = -(\partial_\lambda C\,\dot\lambda + \partial_t C)/\partial_\gamma C` (Eq. 38).
     A geodesic step whose :math:`A` is singular, has 2-norm condition number
-    above ``max_condition`` or whose :math:`1 + k\lambda \approx 0` uses Eq. (38)
+    above ``max_condition`` or whose :math:`|1 + k\lambda|` < ``min_denominator`` uses Eq. (38)
     with :math:`\dot\lambda = 0`; when :math:`\partial_\gamma C \approx 0` too
     (or in the heuristic), the rates are zero.
 
@@ -490,19 +612,25 @@ def solve_step(p: Partials, lam: float, *, method: str, slope: float | None, lam
 
     >>> p = Partials(dR_dlambda=0.0, dR_dgamma=0.0, dD_dlambda=-1.0, dD_dgamma=0.0, dC_dlambda=0.0,
     ...              dC_dgamma=-1.0, n_probes=6, dR_dt=2.0, dD_dt=0.0, dC_dt=2.0, h_lambda=0.1, h_gamma=0.1, dt=0.5)
-    >>> s = solve_step(p, 1.0, method="geodesic", slope=1.0)
+    >>> s = solve_step(p, 1.0, method="geodesic", slope=1.0, gamma=0.0)
     >>> s.rhs.tolist(), s.solution.tolist(), s.method_used
     ([1.0, -2.0], [-1.0, 2.0], 'geodesic')
     """
-    check_choice("method", method, METHODS)
+    check_choice("method", method, ("geodesic", "heuristic"))
+    check_choice("reading", reading, EQ30_READINGS)
+    if reading == "derived" and method == "geodesic" and gamma is None:
+        raise ValueError("gamma is required for reading='derived' (row 1 of Eq. 30 uses R_t + lam D_t + gamma C_t)")
     if not isinstance(p, Partials) or not p.has_t:
         raise ValueError("p must be a Partials with the partials in t (dR_dt, dD_dt, dC_dt) filled in, "
                          "as transfer_partials returns")
     dR_dt, dD_dt, dC_dt = float(p.dR_dt or 0.0), float(p.dD_dt or 0.0), float(p.dC_dt or 0.0)  # set: has_t
     A = np.array([[p.dD_dlambda, p.dD_dgamma], [p.dC_dlambda, p.dC_dgamma]], dtype=np.float64)
     scale = float(np.nanmax(np.abs(A))) if np.isfinite(A).any() else 1.0
+    rho = dR_dt + lam * dD_dt + float(gamma) * dC_dt if (reading == "derived" and gamma is not None) else dR_dt
     denom = 1.0 + slope * lam if slope is not None else float("nan")
-    row1 = slope * dR_dt / denom - dD_dt if (slope is not None and not _is_zero(denom, 0.0)) else float("nan")
+    small = not math.isfinite(denom) or abs(denom) < max(min_denominator, _TINY)
+    row1 = slope * rho / denom - dD_dt if (slope is not None and not small) else float("nan")
+    extra: dict[str, Any] = dict(reading=reading, rate_partial=float(rho))
     b = np.array([row1, -dC_dt])
     with np.errstate(all="ignore"):
         cond = float(np.linalg.cond(A)) if np.isfinite(A).all() else float("inf")
@@ -518,8 +646,9 @@ def solve_step(p: Partials, lam: float, *, method: str, slope: float | None, lam
     if method == "geodesic":
         if slope is None:
             raise ValueError("slope is required for method='geodesic'")
-        if _is_zero(denom, 0.0):
-            reason = f"1 + k lambda = {denom:.3g} is ~0 (k = {slope:.4g}, lambda = {lam:.4g})"
+        if small:
+            reason = (f"|1 + k lambda| = {abs(denom):.3g} < min_denominator={min_denominator:g} "
+                      f"(k = {slope:.4g}, lambda = {lam:.4g})")
         elif not np.isfinite(b).all():
             reason = "the right-hand side of Eq. (30) is not finite"
         elif cond > max_condition:
@@ -527,19 +656,20 @@ def solve_step(p: Partials, lam: float, *, method: str, slope: float | None, lam
         else:
             sol = np.linalg.solve(A, b)
             if np.isfinite(sol).all():
-                return StepSolution(matrix=A, rhs=b, cond=cond, solution=sol, method_used="geodesic")
+                return StepSolution(matrix=A, rhs=b, cond=cond, solution=sol, method_used="geodesic", **extra)
             reason = "the solution of Eq. (30) is not finite"
         sol = heuristic(0.0)
         if sol is not None:
             return StepSolution(matrix=A, rhs=b, cond=cond, solution=sol, method_used="heuristic-fallback",
-                                reason=reason)
+                                reason=reason, **extra)
         reason += "; dC/dgamma is ~0 too: lambda and gamma kept"
-        return StepSolution(matrix=A, rhs=b, cond=cond, solution=np.zeros(2), method_used="hold", reason=reason)
+        return StepSolution(matrix=A, rhs=b, cond=cond, solution=np.zeros(2), method_used="hold", reason=reason,
+                            **extra)
     sol = heuristic(float(lambda_rate))
     if sol is not None:
-        return StepSolution(matrix=A, rhs=b, cond=cond, solution=sol, method_used="heuristic")
+        return StepSolution(matrix=A, rhs=b, cond=cond, solution=sol, method_used="heuristic", **extra)
     return StepSolution(matrix=A, rhs=b, cond=cond, solution=np.zeros(2), method_used="hold",
-                        reason=f"dC/dgamma = {p.dC_dgamma:.3g} is ~0 in Eq. (38): lambda and gamma kept")
+                        reason=f"dC/dgamma = {p.dC_dgamma:.3g} is ~0 in Eq. (38): lambda and gamma kept", **extra)
 
 
 def _advance(value: float, rate: float, dt: float, cfg: IsoTransferConfig) -> tuple[float, int]:
@@ -576,6 +706,13 @@ class IsoTransferResult:
     fallbacks : (step, reason) for every step that did not use its method as configured.
     n_fallbacks, n_clips : how many fallbacks and clips of the multipliers.
     slope : the :math:`k` used (None for the heuristic with no slope given).
+    slope_endpoint : the endpoint rule's :math:`k` before any clamp (None when not measured).
+    label_entropy_train, label_entropy_val : (steps + 1,) :math:`H(y)` of the evaluation labels at
+        each :math:`t_k` (0 for hard labels): the raw CE is the ``classification`` entry plus this
+        when ``c_measure="excess"``.
+    controller : per step a :class:`~ctd_lib.free_energy.repeat_controller.ControllerStep`
+        (``method="repeat_equilibration"``; empty otherwise).
+    n_updates : mini-batch updates taken (probes, equilibrations, repeats, the slope's).
     model : the model at :math:`t = 1`.
     wall_time : seconds.
     config : the resolved configuration, with ``lam0``, ``gamma0`` and ``slope``.
@@ -597,6 +734,29 @@ class IsoTransferResult:
     model: FreeEnergyModel = field(repr=False)
     wall_time: float = 0.0
     config: dict = field(default_factory=dict)
+    slope_endpoint: float | None = None
+    label_entropy_train: np.ndarray | None = None
+    label_entropy_val: np.ndarray | None = None
+    controller: list = field(default_factory=list)
+    n_updates: int = 0
+
+    @property
+    def unclipped_rates(self) -> np.ndarray:
+        r"""(steps, 2) :math:`(\dot\lambda, \dot\gamma)` solved at each step, before the trust region and floor."""
+        return np.array([s.solution for s in self.systems], dtype=np.float64).reshape(-1, 2)
+
+    @property
+    def n_clipped_updates(self) -> int:
+        """How many multiplier updates (one per multiplier per step) the trust region or the floor changed."""
+        return int(sum(s.clips for s in self.systems))
+
+    def raw_classification(self, split: str = "train") -> np.ndarray:
+        """(steps + 1,) the raw cross-entropy: ``classification`` plus :math:`H(y)` when it holds the excess."""
+        c = self.array("classification", split)
+        h = self.label_entropy_train if split == "train" else self.label_entropy_val
+        if h is None or self.config.get("c_measure", "excess") == "raw":
+            return c
+        return c + np.asarray(h, dtype=np.float64)
 
     def array(self, name: str, split: str = "train") -> np.ndarray:
         """(steps + 1,) values of a functional: ``name`` in rate, distortion, classification, accuracy, free_energy."""
@@ -705,52 +865,84 @@ def iso_transfer(model: FreeEnergyModel, source: Task, target: Task, source_val:
     seed_of = lambda k, what: cfg.seed * 1_000_003 + 10 * k + what  # noqa: E731  distinct seeds per step and role
 
     slope = None if cfg.slope is None else float(cfg.slope)
-    slope_from = "config"
+    slope_from, slope_endpoint, n_updates = "config", None, 0
     if cfg.method == "geodesic" and slope is None:
-        slope, slope_from = _endpoint_slope(model, train_path, lam0, gamma0, cfg, seed_of(S, 9))
+        slope_endpoint, slope_from = _endpoint_slope(model, train_path, lam0, gamma0, cfg, seed_of(S, 9))
+        n_updates += _slope_equilibration(cfg).steps
+        slope = slope_endpoint
+        if cfg.slope_rule == "endpoints_clamped" and 1 + slope * lam0 < cfg.slope_margin:
+            slope, slope_from = (cfg.slope_margin - 1) / lam0, slope_from + "-clamped"
+            warnings.warn(f"iso_transfer: the endpoint slope k = {slope_endpoint:.4g} gives 1 + k lam0 = "
+                          f"{1 + slope_endpoint * lam0:.3g} < slope_margin={cfg.slope_margin:g}; using k = {slope:.4g}",
+                          RuntimeWarning, stacklevel=2)
 
     lam, gamma = float(lam0), float(gamma0)
     lams, gammas, train_terms, val_terms, target_acc = [], [], [], [], []
-    systems, fallbacks, n_clips = [], [], 0
+    systems, fallbacks, n_clips, controller, h_train, h_val = [], [], 0, [], [], []
 
     def log(k: int) -> None:
         m_seed = seed_of(0, 0)  # the same noise at every t_k: C_k - C_0 is not swamped by Monte-Carlo error
         lams.append(lam)
         gammas.append(gamma)
+        h_train.append(train_path.label_entropy(times[k]))
+        h_val.append(val_path.label_entropy(times[k]))
         train_terms.append(train_path.terms(model, times[k], n_z=cfg.n_z_measure, seed=m_seed))
         val_terms.append(val_path.terms(model, times[k], n_z=cfg.n_z_measure, seed=m_seed))
         target_acc.append(float(val_path.target_terms(model, n_z=cfg.n_z_measure, seed=m_seed).accuracy))
 
     log(0)
+    c0_val = float(val_terms[0].classification)
     for k in progress(range(S), desc="iso-transfer", total=S, enabled=show_progress):
         t, t_next = times[k], times[k + 1]
+        if cfg.method == "repeat_equilibration":
+            held_out_c = functools.partial(_held_out_c, val_path, model, t_next, cfg.n_z_measure, seed_of(0, 0))
+            step = repeat_until_held(
+                model, train_path.batch_sampler(t_next), lam, gamma, c0_val, held_out_c,
+                cfg.equilibration, gamma_factor=cfg.controller_gamma_factor, max_repeats=cfg.controller_max_repeats,
+                tolerance=cfg.controller_tolerance, gamma_max=cfg.controller_gamma_max, seed=seed_of(k, 2) * 7)
+            controller.append(step)
+            gamma, n_updates = step.gamma_end, n_updates + step.updates
+            log(k + 1)
+            continue
         p = transfer_partials(model, train_path, t, t_next, lam, gamma, cfg, seed=seed_of(k, 1))
         sys_k = solve_step(p, lam, method=cfg.method, slope=slope, lambda_rate=cfg.lambda_rate,
-                           max_condition=cfg.max_condition)
+                           max_condition=cfg.max_condition, gamma=gamma, reading=cfg.eq30_reading,
+                           min_denominator=cfg.min_denominator)
         if sys_k.reason is not None:
             fallbacks.append((k, sys_k.reason))
             warnings.warn(f"iso_transfer step {k} (t = {t:.3g}): {sys_k.reason}; used {sys_k.method_used}",
                           RuntimeWarning, stacklevel=2)
         lam_dot, gamma_dot = sys_k.lam_dot, sys_k.gamma_dot
-        lam, c1 = _advance(lam, lam_dot, t_next - t, cfg)
-        gamma, c2 = _advance(gamma, gamma_dot, t_next - t, cfg)
-        n_clips += c1 + c2
-        systems.append(replace(sys_k, partials=p, clips=c1 + c2))
+        lam_new, c1 = _advance(lam, lam_dot, t_next - t, cfg)
+        gamma_new, c2 = _advance(gamma, gamma_dot, t_next - t, cfg)
+        applied = np.array([(lam_new - lam) / (t_next - t), (gamma_new - gamma) / (t_next - t)])
+        lam, gamma = lam_new, gamma_new
+        n_clips += int(c1 > 0) + int(c2 > 0)
+        systems.append(replace(sys_k, partials=p, clips=int(c1 > 0) + int(c2 > 0), applied=applied))
+        n_updates += p.n_probes * cfg.fd_equilibration.steps + cfg.equilibration.steps
         eq = replace(cfg.equilibration, seed=seed_of(k, 2))
         equilibrate(model, train_path.batch_sampler(t_next), lam, gamma, eq, show_progress=False)
         log(k + 1)
 
     lam_a, gamma_a = np.array(lams), np.array(gammas)
     resolved = dict(cfg.to_dict(), lam0=float(lam0), gamma0=float(gamma0), slope=slope, slope_from=slope_from,
-                    budget=transfer_budget(cfg), source=source.name, target=target.name)
+                    slope_endpoint=slope_endpoint, budget=transfer_budget(cfg), n_updates=n_updates,
+                    source=source.name, target=target.name)
     return IsoTransferResult(
         t=np.array(times), lam=lam_a, gamma=gamma_a, train=train_terms, val=val_terms,
         val_accuracy=np.array([v.accuracy for v in val_terms], dtype=np.float64),
         target_accuracy=np.array(target_acc),
         free_energy=np.array([x.free_energy(l, g) for x, l, g in zip(train_terms, lam_a, gamma_a)], dtype=np.float64),
         systems=systems, fallbacks=fallbacks, n_fallbacks=len(fallbacks), n_clips=n_clips, slope=slope,
-        model=model, wall_time=time.perf_counter() - start, config=resolved,
+        model=model, wall_time=time.perf_counter() - start, config=resolved, slope_endpoint=slope_endpoint,
+        label_entropy_train=np.array(h_train), label_entropy_val=np.array(h_val), controller=controller,
+        n_updates=int(n_updates),
     )
+
+
+def _held_out_c(path: TaskPath, model: FreeEnergyModel, t: float, n_z: int, seed: int) -> float:
+    """The classification loss of ``model`` on ``path``'s evaluation data at ``t`` (the controller's judge)."""
+    return float(path.terms(model, t, n_z=n_z, seed=seed).classification)
 
 
 def _endpoint_slope(model: FreeEnergyModel, path: TaskPath, lam: float, gamma: float, cfg: IsoTransferConfig,
@@ -766,3 +958,122 @@ def _endpoint_slope(model: FreeEnergyModel, path: TaskPath, lam: float, gamma: f
                       "slope k = dD/dR undefined, using k = 0 (constant distortion)", RuntimeWarning, stacklevel=3)
         return 0.0, "endpoints-degenerate"
     return float(dD / dR), "endpoints"
+
+
+# ----------------------------------------------------------------------------
+# checks: the fixed-multiplier control and the probes' length
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FixedMultiplierControl:
+    r"""What :func:`fixed_multiplier_control` returns: :math:`C` under the transfer's equilibrations with nothing moving.
+
+    Attributes
+    ----------
+    train_c, val_c : (steps + 1,) :math:`C` on the source's training and held-out evaluation sets.
+    train_max_rel_change, val_max_rel_change : :math:`\max_k |C_k - C_0|/C_0` of each.
+    n_updates : mini-batch updates taken (``steps * equilibration.steps``).
+    """
+
+    train_c: np.ndarray
+    val_c: np.ndarray
+    train_max_rel_change: float
+    val_max_rel_change: float
+    n_updates: int
+
+
+def _max_rel(x: np.ndarray) -> float:
+    dev = float(np.max(np.abs(x - x[0])))
+    return dev / abs(x[0]) if x[0] != 0 else (0.0 if dev == 0 else float("inf"))
+
+
+def fixed_multiplier_control(model: FreeEnergyModel, source: Task, source_val: Task, lam0: float, gamma0: float,
+                             config: IsoTransferConfig | None = None) -> FixedMultiplierControl:
+    r"""The transfer's equilibrations at fixed :math:`(\lambda_0, \gamma_0)` on the source data alone.
+
+    .. math::
+
+        \theta_{k+1} = \mathrm{equilibrate}(\theta_k;\ p^s, \lambda_0, \gamma_0), \qquad k = 0, \dots, S-1,
+
+    with the same equilibration (length, schedule, seeds :math:`k`) as :func:`iso_transfer`'s
+    after each step, and :math:`C` measured as there. A model at equilibrium on the source
+    keeps :math:`C` (up to noise): the size of :math:`\max_k |C_k - C_0|/C_0` here is the
+    floor below which no change of :math:`C` during a transfer can be told from the
+    equilibrations' own drift. ``model`` is not modified.
+    """
+    cfg = IsoTransferConfig() if config is None else config
+    _check_inputs(model, dict(source=source, source_val=source_val), lam0, gamma0)
+    model = copy.deepcopy(model)
+    rng = np.random.default_rng(cfg.seed)
+    base = replace(cfg, interpolation="mixture")
+    train_path = TaskPath("mixture", source, source, base, device=device_of(model), rng=rng, train=True)
+    val_path = TaskPath("mixture", source_val, source_val, base, device=device_of(model), rng=rng, train=False)
+    seed_of = lambda k, what: cfg.seed * 1_000_003 + 10 * k + what  # noqa: E731  as in iso_transfer
+    tc, vc = [], []
+
+    def log() -> None:
+        tc.append(train_path.terms(model, 0.0, n_z=cfg.n_z_measure, seed=seed_of(0, 0)).classification)
+        vc.append(val_path.terms(model, 0.0, n_z=cfg.n_z_measure, seed=seed_of(0, 0)).classification)
+
+    log()
+    for k in range(cfg.steps):
+        equilibrate(model, train_path.batch_sampler(0.0), lam0, gamma0, replace(cfg.equilibration, seed=seed_of(k, 2)),
+                    show_progress=False)
+        log()
+    tc_a, vc_a = np.array(tc, dtype=np.float64), np.array(vc, dtype=np.float64)
+    return FixedMultiplierControl(train_c=tc_a, val_c=vc_a, train_max_rel_change=_max_rel(tc_a),
+                                  val_max_rel_change=_max_rel(vc_a), n_updates=cfg.steps * cfg.equilibration.steps)
+
+
+@dataclass(frozen=True)
+class ProbeLengthCheck:
+    """What :func:`probe_length_check` returns: the first step's partials with two probe lengths.
+
+    Attributes
+    ----------
+    short, long : :class:`~ctd_lib.free_energy.finite_differences.Partials` with ``fd_equilibration.steps``
+        and ``factor`` times as many updates per probe.
+    factor : the ratio of the two lengths.
+    rel_diff : for ``dC_dt``, ``dR_dt``, ``dD_dt`` and ``rate_partial`` (row 1's :math:`\\partial R/\\partial t`
+        of the configured reading), :math:`|x_{\\text{short}} - x_{\\text{long}}| / |x_{\\text{long}}|`.
+    """
+
+    short: Partials
+    long: Partials
+    factor: int
+    rel_diff: dict
+
+
+def probe_length_check(model: FreeEnergyModel, source: Task, target: Task, lam: float, gamma: float,
+                       config: IsoTransferConfig, *, factor: int = 3) -> ProbeLengthCheck:
+    r"""Have the probes converged? The partials of the first step (:math:`t = 0 \to \Delta t`) twice.
+
+    Once with probes of ``config.fd_equilibration.steps`` updates and once with ``factor`` times
+    as many (same seeds), on ``config.interpolation``'s data. A small relative difference of
+    :math:`C_t` (and of row 1's :math:`\partial R/\partial t`) says the probes are long enough for
+    Eq. (30) to see the converged response of the weights to the data.
+    """
+    check_positive("factor", factor, integer=True)
+    rng = np.random.default_rng(config.seed)
+    path = TaskPath(config.interpolation, source, target, config, device=device_of(model), rng=rng, train=True)
+    dt = 1.0 / config.steps
+    seed = config.seed * 1_000_003 + 1  # the first step's probe seed in iso_transfer
+    longer = replace(config, fd_equilibration=replace(config.fd_equilibration,
+                                                      steps=factor * config.fd_equilibration.steps))
+    a = transfer_partials(model, path, 0.0, dt, lam, gamma, config, seed=seed)
+    b = transfer_partials(model, path, 0.0, dt, lam, gamma, longer, seed=seed)
+
+    def t_partials(p: Partials) -> tuple[float, float, float]:
+        if p.dR_dt is None or p.dD_dt is None or p.dC_dt is None:
+            raise ValueError("transfer_partials returned no partials in t")
+        return float(p.dR_dt), float(p.dD_dt), float(p.dC_dt)
+
+    def rho(p: Partials) -> float:
+        r_t, d_t, c_t = t_partials(p)
+        return r_t + lam * d_t + gamma * c_t if config.eq30_reading == "derived" else r_t
+
+    (ra, da, ca), (rb, db, cb) = t_partials(a), t_partials(b)
+    pairs = {"dC_dt": (ca, cb), "dR_dt": (ra, rb), "dD_dt": (da, db), "rate_partial": (rho(a), rho(b))}
+    rel = {k: float(abs(x - y) / abs(y)) if y else float("inf") for k, (x, y) in pairs.items()}
+    return ProbeLengthCheck(short=a, long=b, factor=int(factor), rel_diff=rel)
