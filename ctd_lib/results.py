@@ -58,6 +58,12 @@ class Claim:
     holds: bool  # what the numbers say
     evidence: str  # the numbers and the threshold behind ``holds``
 
+    def __post_init__(self):
+        # the scorecard page matches sources verbatim; the book's typography turns ' and " into curly quotes
+        if any(q in self.source for q in "'\""):
+            raise ValueError(f"source={self.source!r} is not valid; it must not contain quotes (the book renders "
+                             "them as typographic quotes, and the scorecard would no longer show the source as written)")
+
 
 def _digest(payload: Mapping) -> str:
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)

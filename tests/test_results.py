@@ -78,3 +78,10 @@ def test_scorecard_escapes_table_breaking_characters(tmp_path):
     row = [line for line in scorecard_markdown(tmp_path).splitlines() if "Eq. 4" in line][0]
     assert row == "| p\\_w(y\\|x) is \\*kept\\* | Eq. 4 | holds: a\\|b | not run |"
     assert row.replace("\\|", "").count("|") == 5  # four cells
+
+
+def test_a_claim_source_with_quotes_is_refused():
+    """The scorecard matches each source as written; the book would render ' and " as curly quotes."""
+    Claim(id="ok", statement="the authors' claim", source="Seed 004, Sec. 5.2", holds=True, evidence="x")
+    with pytest.raises(ValueError, match=r"^source="):
+        Claim(id="bad", statement="s", source="Seed 004 authors' code", holds=True, evidence="x")

@@ -540,7 +540,7 @@ def claims(result: IsoClassificationTransferResult) -> list[Claim]:
         found.append(Claim(
             id="controller_holds_c",
             statement="The authors' controller (repeat equilibration, raising gamma) keeps held-out C <= C_0",
-            source="Seed 004 authors' code (README: 25 mixing steps, gamma raised when the loss rises)",
+            source="Seed 004, the code of the authors (README: 25 mixing steps, gamma raised when the loss rises)",
             holds=bool(not_held == 0),
             evidence=f"{m}/{i}: {len(r.controller) - not_held} of {len(r.controller)} steps end at or below "
                      f"C_0 (1 + tol) = {r.controller[0].c_target:.3f} after "
