@@ -269,7 +269,7 @@ for i, lam in enumerate(lam_a):
 axes[0].set(xlabel="$\\lambda$", ylabel="D (points) and $\\Delta F/\\Delta\\lambda$ (segments)",
             title="along $\\lambda$: each segment between its end points")
 axes[1].set(xlabel="$\\gamma$", ylabel="C (points) and $\\Delta F/\\Delta\\gamma$ (segments)",
-            title="along $\\gamma$: each segment between its end points", xscale="log", yscale="log")
+            title="along $\\gamma$: each segment between its end points", xscale="log")
 for ax in axes:
     ax.legend(fontsize=8)
 fig.tight_layout()
@@ -286,7 +286,8 @@ show_markdown("Hessian eigenvalues of $F$ at the interior grid points: "
 # Lemma 3's derivatives by secant bracketing {eq}`equilibrium-secants`: the measured distortion $D$ at each
 # grid point (dots) and the slope $\Delta F/\Delta\lambda$ of each chord of $F$ (a segment spanning the
 # chord), one colour per $\gamma$ (left); the same for $C$ and $\Delta F/\Delta\gamma$, one colour per
-# $\lambda$ (right, log axes). On the equilibrium surface each segment lies between the dots at its ends.
+# $\lambda$ (right, $\gamma$ on a log axis). On the equilibrium surface each segment lies between the
+# dots at its ends.
 # ```
 #
 # {glue:text}`l3_violations` of the {glue:text}`l3_pairs` supporting-plane inequalities fail (the largest
