@@ -362,8 +362,7 @@ show_table([("training", f"{ctl.train_c[0]:.4f}", f"{ctl.train_max_rel_change:.1
             ("held-out", f"{ctl.val_c[0]:.4f}", f"{ctl.val_max_rel_change:.1%}")],
            ["source data", "C at the start", "largest relative change of C"],
            title=f"Fixed-multiplier control: {ctl.n_updates} updates at (λ0, γ0) on the source alone")
-show_table([(name, f"{getattr(pc.short, name) if name != 'rate_partial' else float('nan'):.4g}",
-             f"{getattr(pc.long, name) if name != 'rate_partial' else float('nan'):.4g}", f"{d:.1%}")
+show_table([(name, f"{pc.values[name][0]:.4g}", f"{pc.values[name][1]:.4g}", f"{d:.1%}")
             for name, d in pc.rel_diff.items()],
            ["partial at t = 0", f"probes of {fd_steps}", f"probes of {pc.factor * fd_steps}", "relative difference"],
            title="Have the probes converged?")

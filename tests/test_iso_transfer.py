@@ -577,5 +577,9 @@ def test_fixed_multiplier_control_and_probe_check(source_model, tasks):
     assert c.val_max_rel_change == pytest.approx(np.max(np.abs(c.val_c - c.val_c[0])) / c.val_c[0])
     pc = IT.probe_length_check(source_model, tasks["source"], tasks["target"], 0.25, 8.0, cfg, factor=2)
     assert pc.long.dC_dt != pc.short.dC_dt and set(pc.rel_diff) == {"dC_dt", "dR_dt", "dD_dt", "rate_partial"}
+    assert pc.values["dC_dt"] == (pc.short.dC_dt, pc.long.dC_dt)
+    short, long = (p.dR_dt + 0.25 * p.dD_dt + 8.0 * p.dC_dt for p in (pc.short, pc.long))  # the derived row 1
+    assert pc.values["rate_partial"] == pytest.approx((short, long))
+    assert pc.rel_diff["rate_partial"] == pytest.approx(abs(short - long) / abs(long))
     with pytest.raises(ValueError, match="factor"):
         IT.probe_length_check(source_model, tasks["source"], tasks["target"], 0.25, 8.0, cfg, factor=0)

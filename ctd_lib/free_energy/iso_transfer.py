@@ -1037,12 +1037,14 @@ class ProbeLengthCheck:
     factor : the ratio of the two lengths.
     rel_diff : for ``dC_dt``, ``dR_dt``, ``dD_dt`` and ``rate_partial`` (row 1's :math:`\\partial R/\\partial t`
         of the configured reading), :math:`|x_{\\text{short}} - x_{\\text{long}}| / |x_{\\text{long}}|`.
+    values : the same keys, each the pair (short, long) of values.
     """
 
     short: Partials
     long: Partials
     factor: int
     rel_diff: dict
+    values: dict = field(default_factory=dict)
 
 
 def probe_length_check(model: FreeEnergyModel, source: Task, target: Task, lam: float, gamma: float,
@@ -1076,4 +1078,5 @@ def probe_length_check(model: FreeEnergyModel, source: Task, target: Task, lam: 
     (ra, da, ca), (rb, db, cb) = t_partials(a), t_partials(b)
     pairs = {"dC_dt": (ca, cb), "dR_dt": (ra, rb), "dD_dt": (da, db), "rate_partial": (rho(a), rho(b))}
     rel = {k: float(abs(x - y) / abs(y)) if y else float("inf") for k, (x, y) in pairs.items()}
-    return ProbeLengthCheck(short=a, long=b, factor=int(factor), rel_diff=rel)
+    return ProbeLengthCheck(short=a, long=b, factor=int(factor), rel_diff=rel,
+                            values={k: (float(x), float(y)) for k, (x, y) in pairs.items()})
