@@ -104,9 +104,10 @@
 # the paper-scale grid of 63 models; that has not been measured.
 #
 # Everything runs on a few thousand real MNIST digits {cite}`lecun1998gradient` (`n_per_class` per
-# digit) at sizes a CPU handles in minutes: a coarse grid and two iso-classification runs, about 5
-# minutes with one torch thread on a 2-core machine (277 s measured for the computations; the grid is
-# 73 s of it, the two runs with their controls most of the rest). Longer runs buy a smaller control
+# digit) at sizes a CPU handles in minutes: a coarse grid and two iso-classification runs, 5 to 6
+# minutes with one torch thread on a 2-core machine (285 s measured alone, 349 s in a full book build;
+# the grid is about a quarter of it, the two runs with their controls most of the rest). Longer runs buy
+# a smaller control
 # drift (training $C$ falls slowly as the classifier memorises its digits) and smaller steps in
 # {eq}`equilibrium-eq-31`; both enter the claims below.
 # `params/paper/05_equilibrium_surface.yml` holds the paper's setting (the five $\gamma$ of Fig. 2,
@@ -426,9 +427,10 @@ glue("lam_hi", result.lambda_range[1], display=False)
 # distortion fell in {glue:text}`n_rd_ok` of {glue:text}`n_iso_runs` runs; the relation
 # $\dot R = -\lambda\dot D$ of {eq}`equilibrium-eq-29`, summed over the steps, held to a relative error of
 # {glue:text}`remark10_err:.1%` at worst, and with the $\gamma\,dC$ term kept (the "first law"
-# {eq}`equilibrium-eq-7`) to {glue:text}`first_law_err:.1%`. Both residuals are of the size of the
-# control's drift of $F$ per step divided by the change of $R$ per step: a model off the surface by a
-# little moves $R$, $D$ and $C$ by a little at every equilibration, whatever the multipliers do.
+# {eq}`equilibrium-eq-7`) to {glue:text}`first_law_err:.1%`. My reading, not tested on this run: a
+# model off the surface by a little moves $R$, $D$ and $C$ by a little at every equilibration, whatever
+# the multipliers do, and that drift enters both residuals (at the earlier, shorter training the
+# per-step residual equalled the fixed-multiplier drift of $F$).
 #
 # **The Hessian.** At each step the four probes give the whole Hessian of $F$,
 # $\begin{pmatrix}\partial_\lambda D & \partial_\gamma D\\ \partial_\lambda C & \partial_\gamma C\end{pmatrix}$.
@@ -455,9 +457,9 @@ glue("lam_hi", result.lambda_range[1], display=False)
 # a step, the second-order term alone is of the order of 1% of $C$ per step, and it accumulates. Smaller
 # steps (the paper scale uses 10% and 30 steps) cost proportionally more probes. The scale: the paper
 # trains on all of MNIST for 120 epochs; this page trains on 3,000 digits for 7,500 updates in all, so
-# the control's residual drift (a few per cent of the training $C$ a step) is of the size of the
-# changes Remark 10 compares, which is what its residual measures. `params/paper/05_equilibrium_surface.yml`
-# runs the paper's grid and starts; it has not been run (no GPU was available to this book's authors).
+# the control's residual drift (about 1.4% of the training $C$ a step) is not small beside the
+# changes Remark 10 compares. `params/paper/05_equilibrium_surface.yml` holds the paper's grid and
+# starts; it has not been run (no GPU was available when this page was written).
 #
 # ## Claims and results
 

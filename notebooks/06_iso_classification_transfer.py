@@ -345,8 +345,9 @@ glue("budget", int(budget), display=False)
 # (`controller_gamma_max`) without bringing $C$ back to $C_0$. The source model itself is at the edge of
 # equilibrium for these equilibrations (the control below). The paper-scale file
 # (`params/paper/06_iso_classification_transfer.yml`: 20,000 source updates, 1,500 updates per step, probes
-# of 200) is what could test the claim; it has not been run (no GPU was available). At the CPU scale this
-# page takes about 5 minutes with one torch thread on a 2-core machine.
+# of 200) is what could test the claim; it has not been run (no GPU was available when this page was
+# written). At the CPU scale this page takes about 5 minutes with one torch thread on a 2-core machine
+# (281 s measured alone, 321 s in a full book build).
 #
 # ## Equilibrium, probes and the linear systems of Eq. (30)
 #
