@@ -862,7 +862,7 @@ def iso_transfer(model: FreeEnergyModel, source: Task, target: Task, source_val:
     val_path = TaskPath(cfg.interpolation, source_val, target_val, cfg, device=dev, rng=rng, train=False)
     S = cfg.steps
     times = [k / S for k in range(S + 1)]
-    seed_of = lambda k, what: cfg.seed * 1_000_003 + 10 * k + what  # noqa: E731  distinct seeds per step and role
+    seed_of = functools.partial(_step_seed, cfg.seed)
 
     slope = None if cfg.slope is None else float(cfg.slope)
     slope_from, slope_endpoint, n_updates = "config", None, 0
@@ -940,6 +940,12 @@ def iso_transfer(model: FreeEnergyModel, source: Task, target: Task, source_val:
     )
 
 
+def _step_seed(seed: int, k: int, what: int) -> int:
+    """The seed of role ``what`` (0 measure, 1 probes, 2 equilibration, 9 slope) at step ``k`` of a transfer,
+    shared by :func:`iso_transfer` and its checks so that they draw the same batches and noise."""
+    return seed * 1_000_003 + 10 * k + what
+
+
 def _held_out_c(path: TaskPath, model: FreeEnergyModel, t: float, n_z: int, seed: int) -> float:
     """The classification loss of ``model`` on ``path``'s evaluation data at ``t`` (the controller's judge)."""
     return float(path.terms(model, t, n_z=n_z, seed=seed).classification)
@@ -1009,7 +1015,7 @@ def fixed_multiplier_control(model: FreeEnergyModel, source: Task, source_val: T
     base = replace(cfg, interpolation="mixture")
     train_path = TaskPath("mixture", source, source, base, device=device_of(model), rng=rng, train=True)
     val_path = TaskPath("mixture", source_val, source_val, base, device=device_of(model), rng=rng, train=False)
-    seed_of = lambda k, what: cfg.seed * 1_000_003 + 10 * k + what  # noqa: E731  as in iso_transfer
+    seed_of = functools.partial(_step_seed, cfg.seed)  # the seeds of iso_transfer's equilibrations
     tc, vc = [], []
 
     def log() -> None:
@@ -1060,7 +1066,7 @@ def probe_length_check(model: FreeEnergyModel, source: Task, target: Task, lam: 
     rng = np.random.default_rng(config.seed)
     path = TaskPath(config.interpolation, source, target, config, device=device_of(model), rng=rng, train=True)
     dt = 1.0 / config.steps
-    seed = config.seed * 1_000_003 + 1  # the first step's probe seed in iso_transfer
+    seed = _step_seed(config.seed, 0, 1)  # the first step's probe seed in iso_transfer
     longer = replace(config, fd_equilibration=replace(config.fd_equilibration,
                                                       steps=factor * config.fd_equilibration.steps))
     a = transfer_partials(model, path, 0.0, dt, lam, gamma, config, seed=seed)
