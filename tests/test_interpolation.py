@@ -262,3 +262,12 @@ def test_block_sampling_draws_are_numpys_choice_exactly():
         ri[where], rj[where] = plan.assignment.source_blocks[k][r], plan.assignment.target_blocks[k][c]
     np.testing.assert_array_equal(i, ri)
     np.testing.assert_array_equal(j, rj)
+    # one block per mini-batch: the block as choice(p=mass) draws it, then its pairs as choice(p=plan) draws them
+    for seed in range(20):
+        i, j = plan.sample_pairs(16, np.random.default_rng(seed), block_sampling="per_batch")
+        rng = np.random.default_rng(seed)
+        k = int(rng.choice(len(plan.plans), size=1, p=mass / mass.sum())[0])
+        p = plan.plans[k].ravel()
+        r, c = np.divmod(rng.choice(p.size, size=16, p=p / p.sum()), plan.plans[k].shape[1])
+        np.testing.assert_array_equal(i, plan.assignment.source_blocks[k][r])
+        np.testing.assert_array_equal(j, plan.assignment.target_blocks[k][c])

@@ -255,6 +255,7 @@ def _run(jobs, cfg, *, desc, show_progress):
     stack = StackedModels([copy.deepcopy(job.source_model).to(dev) for job in jobs])
     params = stack.parameters()
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    w_prev = [torch.empty_like(p) for p in params]  # the weights before each step, for |dw|, allocated once
     streams = [_Streams(job.source, job.target, cfg, job.kind, job.plan, job.val, job.seed) for job in jobs]
     ck_steps = checkpoint_steps(cfg.steps, cfg.length_checkpoints)
     ck_set = set(ck_steps)
@@ -329,7 +330,7 @@ def _run(jobs, cfg, *, desc, show_progress):
         assert xb is not None and yb is not None
         state = rng_state(dev) if stack.dropout else None
         with torch.no_grad():
-            w_before = torch._foreach_mul(params, 1.0)
+            torch._foreach_copy_(w_prev, params)
         logits = stack(xb)
         loss = _losses(logits, yb)
         opt.zero_grad(set_to_none=True)
@@ -343,8 +344,8 @@ def _run(jobs, cfg, *, desc, show_progress):
             after = stack(xb)
             for k, v in saved.items():
                 stack.buffers[k].copy_(v)  # the measuring forward leaves batch-norm statistics untouched
-            diffs = torch._foreach_sub(params, w_before)
-            dw = torch.stack([d.reshape(P, -1).norm(dim=1) for d in diffs]).norm(dim=0)
+            torch._foreach_sub_(w_prev, params)  # w - (w + dw), in place
+            dw = torch.stack([d.reshape(P, -1).norm(dim=1) for d in w_prev]).norm(dim=0)
         for p in range(P):
             meters[p].update(logits[p], after[p], dw_norm=dw[p].double())
     out = []

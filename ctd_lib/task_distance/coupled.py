@@ -494,6 +494,7 @@ def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed,
     per_step_batch = cfg.length_estimator == "per_step" and cfg.length_inputs == "batch"
     chord_at = set(range(cfg.steps + 1)) if cfg.length_estimator == "per_step" else ck_set
     meter, chords, bns = LengthMeter(), _Chords(), batchnorm_modules(model)
+    w_prev = [torch.empty_like(p) for p in params]  # the weights before each step, for |dw|, allocated once
     taus, losses = np.empty(cfg.steps), torch.empty(cfg.steps)
     checkpoints, ck_tau, ck_buf = [], [], []
     ev_tau, ev_train, ev_val = [], [], []
@@ -536,7 +537,7 @@ def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed,
             break
         state = rng_state(dev) if dropout else None
         with torch.no_grad():
-            w_before = torch._foreach_mul(params, 1.0)  # a copy of every parameter, for |dw|
+            torch._foreach_copy_(w_prev, params)
         logits = model(xb)
         loss = cross_entropy(logits, yb)
         opt.zero_grad(set_to_none=True)
@@ -547,7 +548,8 @@ def _run_trajectory(source_model, source, target, cfg, *, kind, plan, val, seed,
             set_rng_state(dev, state)  # the same dropout masks as the training forward
         with torch.no_grad(), frozen_batchnorm_stats(model, bns):
             after = model(xb)
-            dw = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_sub(params, w_before))))
+            torch._foreach_sub_(w_prev, params)  # w - (w + dw), in place: the same |dw| without a new copy
+            dw = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(w_prev)))
         meter.update(logits, after, dw_norm=dw.double())
     per_step = meter.result()
     log = TrajectoryLog(

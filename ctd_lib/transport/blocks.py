@@ -218,6 +218,16 @@ class BlockPlan:
             object.__setattr__(self, "_block_p_cache", cached)
         return cached
 
+    def _block_cdf(self) -> np.ndarray:
+        """The cumulative law of the block of a pair, as ``Generator.choice`` computes it from
+        :meth:`_block_probabilities` (computed once)."""
+        cached = self.__dict__.get("_block_cdf_cache")
+        if cached is None:
+            cached = self._block_probabilities().cumsum()
+            cached /= cached[-1]
+            object.__setattr__(self, "_block_cdf_cache", cached)
+        return cached
+
     def sample_pairs(self, n: int, rng: np.random.Generator, *, block_sampling: str = "per_sample"
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n`` pairs (i, j) from the coupling: a block by its mass, then a pair by the block's entries.
@@ -230,9 +240,10 @@ class BlockPlan:
         check_choice("block_sampling", block_sampling, ("per_sample", "per_batch"))
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
-        cdfs, block_p = self._cdfs(), self._block_probabilities()
+        cdfs = self._cdfs()
         size = 1 if block_sampling == "per_batch" else n
-        blocks = rng.choice(len(self.plans), size=size, p=block_p)
+        # rng.choice(n_blocks, size, p=block_p) exactly (the same draws), with its cdf computed once
+        blocks = self._block_cdf().searchsorted(rng.random(size), side="right")
         if block_sampling == "per_batch":  # one block: its pairs straight from its cdf
             k = int(blocks[0])
             flat = cdfs[k].searchsorted(rng.random(n), side="right")
