@@ -239,6 +239,42 @@ def test_proximal_gap_is_an_upper_bound_on_suboptimality():
         gap = proximal_gap(a, b, C, prev, G, eps=eps, lam=lam)
         assert F(G) - F(opt.plan) <= gap + 1e-10
         assert F(G) - F(opt.plan) >= -1e-10  # opt is optimal
+        # weak duality: a bound at every iterate of the inner Sinkhorn, tightening as it converges
+        bounds = [proximal_gap(a, b, C, prev, G, eps=eps, lam=lam, max_iter=k) for k in (10, 30, 100, 5_000)]
+        assert all(np.isfinite(bounds)) and all(x >= y for x, y in zip(bounds, bounds[1:])), bounds
+        assert F(G) - F(opt.plan) <= bounds[0] + 1e-10
+        assert bounds[-1] == pytest.approx(gap, abs=1e-12)
+
+
+def test_proximal_gap_is_finite_where_the_inner_sinkhorn_cannot_converge():
+    """At a small epsilon the inner Sinkhorn is far from its 1e-12 tolerance after 20 sweeps; the bound is
+    still finite and still above the true suboptimality (it was NaN when S had to be the converged plan)."""
+    C, prev = proximal_problem(seed=3, ns=20, nt=20)
+    eps, lam = 0.002 * np.median(C), 5.0
+    opt = proximal_plan(None, None, C, prev, reg=0.002, lam=lam, max_iter=5_000, tol=1e-12)
+    a, b = uniform(20), uniform(20)
+    F = lambda G: (G * C).sum() + eps * xlogy(G, G).sum() + lam * ((G - prev) ** 2).sum()  # noqa: E731
+    G = 0.9 * opt.plan + 0.1 * np.outer(a, b)
+    bound = proximal_gap(a, b, C, prev, G, eps=eps, lam=lam, max_iter=20)
+    assert np.isfinite(bound) and F(G) - F(opt.plan) <= bound + 1e-10
+    # and it stops early once the bound meets a target
+    assert proximal_gap(a, b, C, prev, G, eps=eps, lam=lam, target=10 * bound) <= 10 * bound
+
+
+def test_proximal_warm_start_is_pots_log_sinkhorn():
+    """The dual solver's warm start repeats ot.sinkhorn(method="sinkhorn_log") with a faster logsumexp."""
+    from ctd_lib.transport.proximal import _log_sinkhorn_potentials
+
+    for seed, reg in ((0, 0.05), (1, 0.005), (2, 0.5)):
+        C, _ = proximal_problem(seed=seed)
+        eps = reg * np.median(C)
+        a, b = uniform(C.shape[0]), uniform(C.shape[1])
+        with np.errstate(over="ignore"):  # POT also returns exp(log_u), which may overflow; unused here
+            _, log = ot.sinkhorn(a, b, C, eps, method="sinkhorn_log", numItermax=200, stopThr=1e-6, log=True,
+                                 warn=False)
+        u, v = _log_sinkhorn_potentials(a, b, C / eps, max_iter=200, tol=1e-6)
+        np.testing.assert_allclose(u, log["log_u"], rtol=0, atol=1e-11)
+        np.testing.assert_allclose(v, log["log_v"], rtol=0, atol=1e-11)
 
 
 # ----------------------------------------------------------------------------
