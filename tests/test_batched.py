@@ -220,8 +220,9 @@ def test_affine_stem_gives_the_ground_cost_of_the_whole_network(setting):
     net, log = run_trajectory(models[0], src, tgt, cfg, kind="mixture", plan=None, seed=3, show_progress=False)
     wrapped = torch.nn.Sequential(copy.deepcopy(net))  # not an MLP: no stem, every pair through the network
     assert affine_stem(net) is not None and affine_stem(wrapped) is None
-    fast = pair_kl_cost(net, log.checkpoints, log.checkpoint_tau, src.x, tgt.x, plan, chunk=50)
     slow = pair_kl_cost(wrapped, log.checkpoints, log.checkpoint_tau, src.x, tgt.x, plan, chunk=50)
-    for a, b in zip(fast, slow):
-        np.testing.assert_allclose(a, b, rtol=1e-12)
+    for chunk in (1, 50, 4096):  # a block's rows one at a time, a few at a time, all at once
+        fast = pair_kl_cost(net, log.checkpoints, log.checkpoint_tau, src.x, tgt.x, plan, chunk=chunk)
+        for a, b in zip(fast, slow):
+            np.testing.assert_allclose(a, b, rtol=1e-12)
     assert max(float(np.max(a)) for a in fast) > 1e-3  # the cost is not trivially zero

@@ -260,10 +260,10 @@ def pair_kl_cost(
 
     at the ``M`` checkpoints :math:`w_m` of the trajectory (times :math:`\tau_m`),
     evaluated in eval mode. All pairs of all blocks go through the network in
-    large batches. Returns one (|I_k|, |J_k|) array per block. Where the network starts with an
-    affine layer :math:`h = Wx + b` (:func:`affine_stem`: the MLP), the layer is applied once per
-    sample and combined per pair, :math:`W x^{ij}_\tau + b = (1-\tau)(W x^i_s + b) + \tau (W x^j_t + b)`:
-    the same cost (to round-off) for a fraction of the work.
+    large batches (about ``chunk`` pairs). Returns one (|I_k|, |J_k|) array per block. Where the network
+    starts with an affine layer :math:`h = Wx + b` (:func:`affine_stem`: the MLP), the layer is applied once
+    per sample and combined per pair, :math:`W x^{ij}_\tau + b = (1-\tau)(W x^i_s + b) + \tau (W x^j_t + b)`,
+    by broadcasting a block's rows against its columns: the same cost (to round-off) for a fraction of the work.
 
     Arrays: ``checkpoints`` M flat weight vectors, ``taus`` M times, ``xs`` (Ns, ...),
     ``xt`` (Nt, ...). ``buffers`` (M lists of buffer tensors, as
@@ -292,13 +292,21 @@ def pair_kl_cost(
 
     stem = affine_stem(model)
 
+    blocks = [(torch.as_tensor(i, device=dev), torch.as_tensor(j, device=dev)) for i, j in zip(src, tgt)]
+
     def logits(tau: float) -> torch.Tensor:
         """The loaded network's logits at every pair's interpolated input, (n_pairs, C)."""
         if stem is not None:  # the first layer once per sample, then combined per pair (exact: it is affine)
             first, rest = stem
-            a, b = first(xs), first(xt)
-            return torch.cat([rest((1 - tau) * a[I[k : k + chunk]] + tau * b[J[k : k + chunk]])
-                              for k in range(0, I.numel(), chunk)])
+            a, b = (1 - tau) * first(xs), tau * first(xt)
+            out = []
+            for i, j in blocks:  # a block's pairs by broadcasting, in the order of I and J, ~chunk pairs at a time
+                bj = b[j][None]
+                step = max(1, chunk // len(j))
+                for r in range(0, len(i), step):
+                    h = a[i[r : r + step]][:, None] + bj
+                    out.append(rest(h.reshape(-1, h.shape[-1])))
+            return torch.cat(out)
         return torch.cat([model((1 - tau) * xs[I[k : k + chunk]] + tau * xt[J[k : k + chunk]])
                           for k in range(0, I.numel(), chunk)])
 
