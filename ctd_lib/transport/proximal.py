@@ -97,7 +97,7 @@ def proximal_gap(a, b, C, prev, G, *, eps: float, lam: float, max_iter: int = 5_
     :math:`L(G) - \min_\Pi L` (0 exactly at the optimum) as the Sinkhorn converges. The sweeps stop
     once the bound is at most ``target``, once the marginal error is below ``tol`` (the bound is then as
     tight as it gets), or after ``max_iter``; the smallest bound seen is returned. Arrays: ``a`` (Ns,),
-    ``b`` (Nt,), ``C``, ``prev``, ``G`` (Ns, Nt). Inf only if the exponentials overflow.
+    ``b`` (Nt,), ``C``, ``prev``, ``G`` (Ns, Nt). Inf only if no bound was finite (``max_iter`` < 10, or overflow).
 
     An earlier version took :math:`S` = the Sinkhorn plan itself, a bound only once the Sinkhorn had
     converged to ``tol``; on ill-conditioned blocks it used every sweep and then gave NaN.
@@ -204,7 +204,8 @@ def proximal_plan(a, b, C, prev, *, reg: float, lam: float, relative: bool = Tru
     marginal_tol : largest max-abs marginal error accepted as converged.
     gap_tol : largest Frank-Wolfe gap (:func:`proximal_gap`, an upper bound on the
         objective's suboptimality), relative to :math:`|\langle G, C\rangle| + \epsilon|\Omega(G)|`,
-        accepted as converged. Its value is in ``log["gap"]``.
+        accepted as converged. The bound, refined until it meets that tolerance or cannot be refined
+        further, is in ``log["gap"]``.
     """
     C = check_cost(C)
     ns, nt = C.shape
