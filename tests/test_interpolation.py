@@ -247,21 +247,33 @@ def test_per_batch_reaches_the_sampler_and_keeps_per_sample_draws_unchanged():
         make_sampler("displacement", xs, ys, xt, yt, plan, num_classes=2, block_sampling="per_block")
 
 
-def test_block_sampling_draws_are_numpys_choice_exactly():
-    """The cached per-block cdf gives the very draws of Generator.choice(p=...) (so seeds keep their numbers)."""
+@pytest.mark.parametrize("table_entries", [1 << 22, 0])  # every pair at once, and the loop over blocks
+def test_block_sampling_draws_are_numpys_choice_exactly(table_entries, monkeypatch):
+    """The cached cdfs give the very draws of Generator.choice(p=...) (so seeds keep their numbers), on blocks of
+    unequal shapes (43 source and 37 target samples in blocks of at most 8) and on the padded blocks of equal ones."""
+    import ctd_lib.transport.blocks as blocks_module
+
+    monkeypatch.setattr(blocks_module, "_TABLE_ENTRIES", table_entries)
+    rng0 = np.random.default_rng(4)
+    ys, yt = rng0.normal(size=(43, 3)), rng0.normal(size=(37, 3)) + 1.0
+    uneven = block_plan(feature_cost(ys, yt), match_blocks(ys, yt, 8), reg=0.1)
+    assert len({p.shape for p in uneven.plans}) > 1
+    for plan in (_block_tasks()[2], uneven):
+        for seed in (5, 6, 7):
+            i, j = plan.sample_pairs(64, np.random.default_rng(seed))
+            rng = np.random.default_rng(seed)
+            mass = np.array([p.sum() for p in plan.plans])
+            blocks = rng.choice(len(plan.plans), size=64, p=mass / mass.sum())
+            ri, rj = np.empty(64, dtype=np.int64), np.empty(64, dtype=np.int64)
+            for k in np.unique(blocks):
+                where = np.flatnonzero(blocks == k)
+                p = plan.plans[k].ravel()
+                r, c = np.divmod(rng.choice(p.size, size=where.size, p=p / p.sum()), plan.plans[k].shape[1])
+                ri[where], rj[where] = plan.assignment.source_blocks[k][r], plan.assignment.target_blocks[k][c]
+            np.testing.assert_array_equal(i, ri)
+            np.testing.assert_array_equal(j, rj)
     xs, xt, plan = _block_tasks()
-    i, j = plan.sample_pairs(64, np.random.default_rng(5))
-    rng = np.random.default_rng(5)
     mass = np.array([p.sum() for p in plan.plans])
-    blocks = rng.choice(len(plan.plans), size=64, p=mass / mass.sum())
-    ri, rj = np.empty(64, dtype=np.int64), np.empty(64, dtype=np.int64)
-    for k in np.unique(blocks):
-        where = np.flatnonzero(blocks == k)
-        p = plan.plans[k].ravel()
-        r, c = np.divmod(rng.choice(p.size, size=where.size, p=p / p.sum()), plan.plans[k].shape[1])
-        ri[where], rj[where] = plan.assignment.source_blocks[k][r], plan.assignment.target_blocks[k][c]
-    np.testing.assert_array_equal(i, ri)
-    np.testing.assert_array_equal(j, rj)
     # one block per mini-batch: the block as choice(p=mass) draws it, then its pairs as choice(p=plan) draws them
     for seed in range(20):
         i, j = plan.sample_pairs(16, np.random.default_rng(seed), block_sampling="per_batch")

@@ -250,15 +250,41 @@ class BlockPlan:
             r, c = np.divmod(flat, self.plans[k].shape[1])
             return self.assignment.source_blocks[k][r].astype(np.int64), \
                 self.assignment.target_blocks[k][c].astype(np.int64)
-        i, j = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
-        for k in np.unique(blocks):
-            where = np.flatnonzero(blocks == k)
-            # rng.choice(p.size, size, p=p / p.sum()) exactly (the same draws), with the block's cdf computed once
-            flat = cdfs[k].searchsorted(rng.random(where.size), side="right")
-            r, c = np.divmod(flat, self.plans[k].shape[1])
-            i[where] = self.assignment.source_blocks[k][r]
-            j[where] = self.assignment.target_blocks[k][c]
-        return i, j
+        # Per block in increasing order, rng.choice(p.size, size, p=p / p.sum()) for the pairs drawn in it: the
+        # same draws as one rng.random(n) handed out block by block, so a pair's uniform is u[rank of the pair].
+        order = np.argsort(blocks, kind="stable")
+        u = np.empty(n)
+        u[order] = rng.random(n)
+        table, rows, cols, widths = self._sampling_table()
+        if n * table.shape[1] <= _TABLE_ENTRIES:  # searchsorted(side="right") = how many cdf entries are <= u
+            flat = (table[blocks] <= u[:, None]).sum(axis=1)
+        else:
+            flat = np.empty(n, dtype=np.int64)
+            for k in np.unique(blocks):
+                where = np.flatnonzero(blocks == k)
+                flat[where] = cdfs[k].searchsorted(u[where], side="right")
+        r, c = np.divmod(flat, widths[blocks])
+        return rows[blocks, r], cols[blocks, c]
+
+    def _sampling_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The blocks' cdfs as rows of one array padded with +inf, their source and target indices as rows
+        padded with -1, and their plans' widths (computed once): every pair of a per-sample draw is then
+        found at once."""
+        cached = self.__dict__.get("_table_cache")
+        if cached is None:
+            cdfs, A = self._cdfs(), self.assignment
+            table = np.full((len(cdfs), max(c.size for c in cdfs)), np.inf)
+            rows = np.full((len(cdfs), max(len(b) for b in A.source_blocks)), -1, dtype=np.int64)
+            cols = np.full((len(cdfs), max(len(b) for b in A.target_blocks)), -1, dtype=np.int64)
+            for k, (cdf, I, J) in enumerate(zip(cdfs, A.source_blocks, A.target_blocks)):
+                table[k, : cdf.size], rows[k, : len(I)], cols[k, : len(J)] = cdf, I, J
+            cached = (table, rows, cols, np.array([p.shape[1] for p in self.plans], dtype=np.int64))
+            object.__setattr__(self, "_table_cache", cached)
+        return cached
+
+
+#: the largest (pairs x block entries) comparison table of a per-sample draw; larger draws loop over blocks
+_TABLE_ENTRIES = 1 << 22
 
 
 def _block_costs(costs, assignment: BlockAssignment) -> list[np.ndarray]:
