@@ -226,3 +226,19 @@ def test_affine_stem_gives_the_ground_cost_of_the_whole_network(setting):
         for a, b in zip(fast, slow):
             np.testing.assert_allclose(a, b, rtol=1e-12)
     assert max(float(np.max(a)) for a in fast) > 1e-3  # the cost is not trivially zero
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("P,B", [(1, 8), (5, 32), (20, 256), (3, 1000)])
+def test_batched_losses_are_each_models_cross_entropy_bit_for_bit(P, B, dtype):
+    """One call for all models' soft-label losses gives what cross_entropy gives each model alone."""
+    from ctd_lib.geometry.sgd import cross_entropy
+    from ctd_lib.task_distance.batched import _losses
+
+    gen = torch.Generator().manual_seed(P * B)
+    logits = torch.randn(P, B, 10, generator=gen, dtype=dtype)
+    y = torch.softmax(torch.randn(P, B, 10, generator=gen, dtype=dtype), dim=2)
+    alone = torch.stack([cross_entropy(logits[p], y[p]) for p in range(P)])
+    assert torch.equal(_losses(logits, y), alone)
+    hard = torch.randint(0, 10, (P, B), generator=gen)
+    assert torch.equal(_losses(logits, hard), torch.stack([cross_entropy(logits[p], hard[p]) for p in range(P)]))

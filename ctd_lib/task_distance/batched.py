@@ -245,8 +245,12 @@ def _stack_xy(batches: list) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(P,) mean cross-entropy of each model on its own batch (hard (P, B) or soft (P, B, C) labels)."""
-    return torch.stack([cross_entropy(logits[p], y[p]) for p in range(logits.shape[0])])
+    """(P,) mean cross-entropy of each model on its own batch (hard (P, B) or soft (P, B, C) labels): the
+    :func:`~ctd_lib.geometry.sgd.cross_entropy` of each model, bit for bit. Soft labels (every interpolated
+    batch) in one call for all models; hard ones one model at a time (a batched mean rounds differently)."""
+    if y.dim() == 2:
+        return torch.stack([cross_entropy(logits[p], y[p]) for p in range(logits.shape[0])])
+    return -(y * torch.log_softmax(logits, dim=2)).sum(dim=2).mean(dim=1)
 
 
 def _run(jobs, cfg, *, desc, show_progress):
