@@ -5,10 +5,10 @@ bookkeeping (12c), the ground cost of every pair in every block (12b), and the p
 update (12a). Plain SGD runs the same number of steps, batch size and model on the source task.
 Runs alternate; each printed ratio is measured side by side in this one run. The goal for the
 whole iteration is at most 1.6 on the CPU. Measured on the 2-core machine, two runs of 7 repeats:
-3.3 and 3.5 (the trajectory alone 2.6 and 2.8: its per-step line element, the chords and the loss
+3.1 and 2.9 (the trajectory alone 2.35 and 2.2: its per-step line element, the chords and the loss
 curves on 256 interpolated samples each; the ground cost 0.6, its affine first layer applied once
-per image and each block's pairs formed by broadcasting). The code before those two changes and the
-ones in the proximal update gave 4.1 and 4.1 in the same session.
+per image and each block's pairs formed by broadcasting). The code before the last pass over the
+trajectory, the sampler, the ground cost and the proximal update gave 3.7 and 4.1 in the same session.
 
     python benchmarks/coupled_iteration.py
     python benchmarks/coupled_iteration.py --model small-cnn --steps 100
