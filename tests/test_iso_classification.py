@@ -337,3 +337,13 @@ def test_central_differences_are_exact_for_quadratic_terms_and_probe_in_order():
     assert d.keys() == expected.keys()
     for k, v in expected.items():
         assert d[k] == pytest.approx(v, abs=1e-12), k
+
+
+def test_max_rel_change_is_the_drift_from_the_first_value():
+    """One definition for every "C held constant" check: max_k |x_k - x_0| / |x_0|, with x_0 = 0 handled."""
+    from ctd_lib.free_energy.surface import max_rel_change
+
+    assert max_rel_change([2.0, 2.5, 1.0, 2.2]) == 0.5
+    assert max_rel_change([-4.0, -3.0]) == 0.25
+    assert max_rel_change([3.0, 3.0]) == 0.0
+    assert max_rel_change([0.0, 0.0]) == 0.0 and max_rel_change([0.0, 1e-9]) == float("inf")

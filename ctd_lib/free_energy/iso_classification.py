@@ -35,7 +35,7 @@ from .equilibrate import EquilibrationConfig, array_sampler, equilibrate
 from .finite_differences import finite_difference_partials
 from .functionals import _check_xy, measure
 from .model import FreeEnergyModel
-from .surface import SPLITS, TERM_NAMES, _subset
+from .surface import SPLITS, TERM_NAMES, _subset, max_rel_change
 
 __all__ = [
     "FixedMultiplierPath", "IsoClassificationConfig", "IsoClassificationResult", "first_law_check", "fixed_multiplier_control", "fixed_multiplier_path",
@@ -229,8 +229,7 @@ def remark10_check(result: IsoClassificationResult) -> float:
 
 def iso_c_max_rel_change(result: IsoClassificationResult, split: str = "train") -> float:
     r"""Largest relative change of :math:`C` along the path, :math:`\max_k |C_k - C_0| / C_0`."""
-    C = result.array("classification", split)
-    return float(np.max(np.abs(C - C[0])) / C[0])
+    return max_rel_change(result.array("classification", split))
 
 
 def first_law_check(result: IsoClassificationResult) -> float:
@@ -280,8 +279,7 @@ class FixedMultiplierPath:
 
     def max_rel_change(self, name: str = "classification", split: str = "train") -> float:
         r""":math:`\max_k |X_k - X_0| / |X_0|`: the drift of one functional at fixed multipliers."""
-        x = self.array(name, split)
-        return float(np.max(np.abs(x - x[0])) / abs(x[0]))
+        return max_rel_change(self.array(name, split))
 
     def noise(self, name: str = "classification", split: str = "train") -> float:
         r"""Relative spread of one functional over the equilibrations, :math:`\mathrm{sd}(X_{1..K}) / |X_0|`.

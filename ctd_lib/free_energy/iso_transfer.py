@@ -158,6 +158,7 @@ from .finite_differences import Partials, central_differences
 from .functionals import FreeEnergyTerms, measure
 from .model import FreeEnergyModel
 from .repeat_controller import repeat_until_held
+from .surface import max_rel_change
 
 __all__ = [
     "C_MEASURES", "EQ30_READINGS", "INTERPOLATIONS", "IsoTransferConfig", "SLOPE_RULES", "IsoTransferResult", "METHODS", "OT_SOLVERS", "StepSolution", "TERMS",
@@ -769,9 +770,7 @@ class IsoTransferResult:
 
     def max_rel_change(self, name: str = "classification", split: str = "train") -> float:
         """:math:`\\max_k |X_k - X_0| / |X_0|` of a functional (``inf`` when :math:`X_0 = 0` and it moved)."""
-        x = self.array(name, split)
-        dev = float(np.max(np.abs(x - x[0])))
-        return dev / abs(x[0]) if x[0] != 0 else (0.0 if dev == 0 else float("inf"))
+        return max_rel_change(self.array(name, split))
 
     @property
     def c_max_rel_change(self) -> float:
@@ -989,11 +988,6 @@ class FixedMultiplierControl:
     n_updates: int
 
 
-def _max_rel(x: np.ndarray) -> float:
-    dev = float(np.max(np.abs(x - x[0])))
-    return dev / abs(x[0]) if x[0] != 0 else (0.0 if dev == 0 else float("inf"))
-
-
 def fixed_multiplier_control(model: FreeEnergyModel, source: Task, source_val: Task, lam0: float, gamma0: float,
                              config: IsoTransferConfig | None = None) -> FixedMultiplierControl:
     r"""The transfer's equilibrations at fixed :math:`(\lambda_0, \gamma_0)` on the source data alone.
@@ -1028,8 +1022,8 @@ def fixed_multiplier_control(model: FreeEnergyModel, source: Task, source_val: T
                     show_progress=False)
         log()
     tc_a, vc_a = np.array(tc, dtype=np.float64), np.array(vc, dtype=np.float64)
-    return FixedMultiplierControl(train_c=tc_a, val_c=vc_a, train_max_rel_change=_max_rel(tc_a),
-                                  val_max_rel_change=_max_rel(vc_a), n_updates=cfg.steps * cfg.equilibration.steps)
+    return FixedMultiplierControl(train_c=tc_a, val_c=vc_a, train_max_rel_change=max_rel_change(tc_a),
+                                  val_max_rel_change=max_rel_change(vc_a), n_updates=cfg.steps * cfg.equilibration.steps)
 
 
 @dataclass(frozen=True)

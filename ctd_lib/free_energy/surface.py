@@ -239,6 +239,13 @@ def rel_diff(a, b) -> np.ndarray:
         return np.where(scale > 0, np.abs(a - b) / np.where(scale > 0, scale, 1.0), 0.0)
 
 
+def max_rel_change(x) -> float:
+    r""":math:`\max_k |x_k - x_0| / |x_0|` of a sequence (0 if it never moved; ``inf`` when :math:`x_0 = 0` and it moved)."""
+    x = np.asarray(x, dtype=np.float64)
+    dev = float(np.max(np.abs(x - x[0])))
+    return dev / abs(float(x[0])) if x[0] != 0 else (0.0 if dev == 0 else float("inf"))
+
+
 def _second_differences(F: np.ndarray, lam: np.ndarray, gam: np.ndarray) -> np.ndarray:
     """(m, 2, 2) Hessians at interior points by central second differences on a non-uniform grid."""
     out = []
