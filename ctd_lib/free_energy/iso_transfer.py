@@ -627,7 +627,7 @@ def solve_step(p: Partials, lam: float, *, method: str, slope: float | None, lam
     dR_dt, dD_dt, dC_dt = float(p.dR_dt or 0.0), float(p.dD_dt or 0.0), float(p.dC_dt or 0.0)  # set: has_t
     A = np.array([[p.dD_dlambda, p.dD_dgamma], [p.dC_dlambda, p.dC_dgamma]], dtype=np.float64)
     scale = float(np.nanmax(np.abs(A))) if np.isfinite(A).any() else 1.0
-    rho = dR_dt + lam * dD_dt + float(gamma) * dC_dt if (reading == "derived" and gamma is not None) else dR_dt
+    rho = _rate_partial(dR_dt, dD_dt, dC_dt, lam, gamma, reading)
     denom = 1.0 + slope * lam if slope is not None else float("nan")
     small = not math.isfinite(denom) or abs(denom) < max(min_denominator, _TINY)
     row1 = slope * rho / denom - dD_dt if (slope is not None and not small) else float("nan")
@@ -671,6 +671,12 @@ def solve_step(p: Partials, lam: float, *, method: str, slope: float | None, lam
         return StepSolution(matrix=A, rhs=b, cond=cond, solution=sol, method_used="heuristic", **extra)
     return StepSolution(matrix=A, rhs=b, cond=cond, solution=np.zeros(2), method_used="hold",
                         reason=f"dC/dgamma = {p.dC_dgamma:.3g} is ~0 in Eq. (38): lambda and gamma kept", **extra)
+
+
+def _rate_partial(dR_dt: float, dD_dt: float, dC_dt: float, lam: float, gamma: float | None, reading: str) -> float:
+    r"""Row 1's :math:`\partial R/\partial t` of Eq. (30) from the partials at fixed multipliers:
+    :math:`R_t + \lambda D_t + \gamma C_t` (``reading="derived"``, with ``gamma``), else :math:`R_t`."""
+    return dR_dt + lam * dD_dt + float(gamma) * dC_dt if (reading == "derived" and gamma is not None) else dR_dt
 
 
 def _advance(value: float, rate: float, dt: float, cfg: IsoTransferConfig) -> tuple[float, int]:
@@ -1072,8 +1078,7 @@ def probe_length_check(model: FreeEnergyModel, source: Task, target: Task, lam: 
         return float(p.dR_dt), float(p.dD_dt), float(p.dC_dt)
 
     def rho(p: Partials) -> float:
-        r_t, d_t, c_t = t_partials(p)
-        return r_t + lam * d_t + gamma * c_t if config.eq30_reading == "derived" else r_t
+        return _rate_partial(*t_partials(p), lam, gamma, config.eq30_reading)
 
     (ra, da, ca), (rb, db, cb) = t_partials(a), t_partials(b)
     pairs = {"dC_dt": (ca, cb), "dR_dt": (ra, rb), "dD_dt": (da, db), "rate_partial": (rho(a), rho(b))}
