@@ -281,9 +281,7 @@ def pair_kl_cost(
     xs, xt = xs.to(dev), xt.to(dev)
     src = plan.assignment.source_blocks
     tgt = plan.assignment.target_blocks
-    I = torch.cat([torch.as_tensor(i).repeat_interleave(len(j)) for i, j in zip(src, tgt)]).to(dev)
-    J = torch.cat([torch.as_tensor(j).repeat(len(i)) for i, j in zip(src, tgt)]).to(dev)
-    total = torch.zeros(I.numel(), dtype=torch.float64)
+    total = torch.zeros(sum(len(i) * len(j) for i, j in zip(src, tgt)), dtype=torch.float64)
 
     def load(m: int) -> None:
         set_flat_parameters(model, checkpoints[m])
@@ -291,8 +289,11 @@ def pair_kl_cost(
             load_buffers(model, buffers[m])
 
     stem = affine_stem(model)
-
-    blocks = [(torch.as_tensor(i, device=dev), torch.as_tensor(j, device=dev)) for i, j in zip(src, tgt)]
+    if stem is not None:  # a block's rows and columns
+        blocks = [(torch.as_tensor(i, device=dev), torch.as_tensor(j, device=dev)) for i, j in zip(src, tgt)]
+    else:  # every pair's source and target index, block by block, row-major
+        I = torch.cat([torch.as_tensor(i).repeat_interleave(len(j)) for i, j in zip(src, tgt)]).to(dev)
+        J = torch.cat([torch.as_tensor(j).repeat(len(i)) for i, j in zip(src, tgt)]).to(dev)
 
     def logits(tau: float) -> torch.Tensor:
         """The loaded network's logits at every pair's interpolated input, (n_pairs, C)."""
